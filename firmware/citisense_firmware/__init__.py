@@ -1,0 +1,1 @@
+"""citisense: citisense_firmware."""

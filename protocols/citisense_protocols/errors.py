@@ -1,0 +1,30 @@
+"""The one error family raised by every decoder of the wire contract.
+
+Hostile bytes must never surface as IndexError, KeyError, RecursionError or
+UnicodeError: every decoder catches its own failure modes and raises one of these,
+naming the byte offset and the reason.
+"""
+
+
+class WireError(ValueError):
+    """Bytes that do not follow the wire contract."""
+
+    def __init__(self, reason: str, offset: int = -1) -> None:
+        if offset >= 0:
+            super().__init__(f"{reason} at byte {offset}")
+        else:
+            super().__init__(reason)
+        self.reason = reason
+        self.offset = offset
+
+
+class DecodeError(WireError):
+    """Malformed or over-limit CBOR."""
+
+
+class FrameError(WireError):
+    """A serial frame that is corrupt, truncated or oversize."""
+
+
+class AuthError(WireError):
+    """A message whose MAC does not verify, or that replays an old counter."""
