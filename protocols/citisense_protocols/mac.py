@@ -20,10 +20,10 @@ import hashlib
 
 from citisense_protocols import cbor
 from citisense_protocols.errors import AuthError, DecodeError
+from citisense_protocols.framing import MAX_MESSAGE
 
 KEY_LENGTH = 32
 TAG_LENGTH = 8
-MAX_MESSAGE = cbor.MAX_SIZE  # what cbor.loads accepts by default
 
 _BLOCK = 64  # SHA-256 block size
 # XOR of a whole block as one big int: an order of magnitude faster than a byte loop on

@@ -1,0 +1,640 @@
+"""The message catalogue of protocols/SPEC.md: numbers, builders and one validator.
+
+Bodies are CBOR maps with small integer keys; kind-specific data sits under key 7.
+decode_body() checks a body against the catalogue and raises MessageError naming the
+field and the rule it breaks, e.g. "telemetry field pm25 out of range 0..10000".
+
+Field tables are compact strings, parsed and cached when first used: loaded from .mpy the
+module takes about 17 KB of heap, against 26 KB with the tables as tuples, and a node
+parses only the few tables it checks (envelopes, commands). The same tables give the
+readable names (errors, JSON equivalents).
+Runs on MicroPython and CPython.
+"""
+
+from citisense_protocols import cbor, mac
+from citisense_protocols.errors import DecodeError, WireError
+from citisense_protocols.framing import MAX_MESSAGE
+
+VERSION = 1
+# MAX_MESSAGE (508 bytes, a serial frame less its CRC) bounds a signed message on every transport.
+# The deepest body (command > schedule > exceptions > exception > steps > step) nests 6.
+MAX_DEPTH = 6
+# A worst-case schedule command holds 223 data items.
+MAX_ITEMS = 256
+U32 = 0xFFFFFFFF
+U64 = 0xFFFFFFFFFFFFFFFF
+
+# Envelope keys
+KEY_VERSION = 0
+KEY_KIND = 1
+KEY_NODE = 2
+KEY_BOOT = 3
+KEY_SEQ = 4
+KEY_TS = 5
+KEY_TQ = 6
+KEY_DATA = 7
+KEY_ID = 8
+KEY_EXPIRY = 9
+KEY_COUNTER = 10
+KEY_OP = 11
+
+# Kinds: uplink 1..15, downlink 16..31
+BIRTH = 1
+TELEMETRY = 2
+EVENT = 3
+HEALTH = 4
+ACK = 5
+WILL = 6
+COMMAND = 16
+UPLINK_ACK = 17
+KIND_NAMES = {
+    BIRTH: "birth", TELEMETRY: "telemetry", EVENT: "event", HEALTH: "health", ACK: "ack",
+    WILL: "will", COMMAND: "command", UPLINK_ACK: "uplink-ack",
+}
+
+# Time quality (key 6)
+TQ_UPTIME = 0  # ts counts seconds since boot
+TQ_GATEWAY = 1  # ts is Unix time set by a gateway time sync
+TQ_NTP = 2  # ts is Unix time from NTP
+
+# Roles (birth field role); the telemetry array length tells them apart
+LIGHTING = 1
+PARKING = 2
+AIR = 3
+ROLE_NAMES = ("", "lighting", "parking", "air")
+ROLE_BY_LENGTH = {6: LIGHTING, 5: PARKING, 7: AIR}
+
+# Lighting telemetry: source of the current level
+SOURCE_SCHEDULE = 0
+SOURCE_OVERRIDE = 1
+SOURCE_FAILSAFE = 2
+SOURCE_AMBIENT = 3
+SOURCE_FAULT = 4
+SOURCE_IDENTIFY = 5
+# Lighting fault flags
+LAMP_OUT = 1
+DRIVER_FAULT = 2
+OVERHEAT = 4
+SUPPLY_FAULT = 8
+LIGHT_SENSOR_FAULT = 16
+METER_FAULT = 32
+# Parking: bay state, bay light, flags
+BAY_FREE = 0
+BAY_OCCUPIED = 1
+BAY_UNKNOWN = 2
+INDICATOR_FREE = 0
+INDICATOR_OCCUPIED = 1
+INDICATOR_RESERVED = 2
+PARKING_CALIBRATING = 1
+PARKING_UNCALIBRATED = 2
+PARKING_SENSOR_FAULT = 4
+PARKING_RESERVED_TAKEN = 8
+PARKING_DRIFT = 16
+# Air quality flags
+AIR_WARMUP = 1
+AIR_HUMID = 2
+AIR_SENSOR_FAULT = 4
+AIR_UNCALIBRATED = 8
+
+# Sensors (event detail, recalibrate argument; 0 = every sensor of the node)
+SENSOR_ALL = 0
+SENSOR_MAGNETOMETER = 1
+SENSOR_PM = 2
+SENSOR_NO2 = 3
+SENSOR_CLIMATE = 4
+SENSOR_LIGHT = 5
+SENSOR_POWER = 6
+
+# Reset causes (birth, health)
+RESET_UNKNOWN = 0
+RESET_POWER_ON = 1
+RESET_EXTERNAL = 2
+RESET_WATCHDOG = 3
+RESET_DEEP_SLEEP = 4
+RESET_SOFT = 5
+RESET_BROWNOUT = 6
+RESET_PANIC = 7
+RESET_COMMANDED = 8
+RESET_UPDATE = 9
+
+# Event types
+EV_BAY_OCCUPIED = 1
+EV_BAY_FREE = 2
+EV_LAMP_FAULT = 3
+EV_LAMP_OK = 4
+EV_SENSOR_FAULT = 5
+EV_SENSOR_OK = 6
+
+# Ack result codes
+OK = 0
+EXPIRED = 1
+BAD_ARGS = 2
+UNSUPPORTED = 3
+STALE = 4
+FAILED = 5
+DUPLICATE = 6
+BUSY = 7
+NO_TIME = 8
+RESULT_NAMES = (
+    "ok", "expired", "bad-args", "unsupported", "stale", "failed", "duplicate", "busy",
+    "no-time",
+)
+
+# Opcodes
+OP_DIM = 1
+OP_SCHEDULE = 2
+OP_RESERVE = 3
+OP_RELEASE = 4
+OP_RECALIBRATE = 5
+OP_IDENTIFY = 6
+OP_SET_CONFIG = 7
+OP_REBOOT = 8
+OP_TIME_SYNC = 9
+OP_APP_UPDATE = 10
+
+# Schedule step anchors
+AT_TIME = 0
+AT_DUSK = 1
+AT_DAWN = 2
+
+# ---- field tables ----
+# A table is "slot name type lo hi" entries separated by commas. The slot is the map key
+# or the array position; a name ending in "?" is an optional map key. Types: i integer
+# lo..hi; n the same or null (no reading); t text of lo..hi UTF-8 bytes; b byte string of
+# lo..hi bytes; x checked by its own function.
+
+UPLINK_ENVELOPE = (
+    "2 node i 1 4294967295,"
+    "3 boot i 0 4294967295,"
+    "4 seq i 0 4294967295,"
+    "5 ts i 0 4294967295,"
+    "6 tq i 0 2"
+)
+COMMAND_ENVELOPE = (
+    "2 node i 1 4294967295,"
+    "8 id i 0 4294967295,"
+    "9 exp i 0 4294967295,"
+    "10 ctr i 0 18446744073709551615,"
+    "11 op i 1 255"
+)
+UPLINK_ACK_ENVELOPE = (
+    "2 node i 1 4294967295,"
+    "10 ctr i 0 18446744073709551615"
+)
+# Keys of every body, with their readable names.
+COMMON_KEYS = ((KEY_VERSION, "v"), (KEY_KIND, "kind"), (KEY_DATA, "data"))
+
+# Telemetry by role; measurements are null when there is no reading.
+TELEMETRY_FIELDS = (
+    "",
+    (  # lighting
+        "0 level i 0 100,"
+        "1 source i 0 5,"
+        "2 power n 0 65535,"
+        "3 energy n 0 4294967295,"
+        "4 lux n 0 65535,"
+        "5 faults i 0 63"
+    ),
+    (  # parking
+        "0 state i 0 2,"
+        "1 indicator i 0 2,"
+        "2 dz n -8000 8000,"
+        "3 confidence i 0 100,"
+        "4 flags i 0 31"
+    ),
+    (  # air quality
+        "0 pm25 n 0 10000,"
+        "1 pm10 n 0 10000,"
+        "2 no2 n 0 10000,"
+        "3 temp n -4000 8500,"
+        "4 rh n 0 1000,"
+        "5 pressure n 3000 11000,"
+        "6 flags i 0 15"
+    ),
+)
+BIRTH_FIELDS = (
+    "0 fw t 1 32,"
+    "1 role i 1 3,"
+    "2 board t 1 32,"
+    "3 cfg b 8 8,"
+    "4 reset i 0 9,"
+    "5 loc x 0 0,"
+    "6 sched? i 0 4294967295"
+)
+# WGS 84 degrees x 10^7, or null until the node is commissioned.
+LOCATION_FIELDS = "0 lat i -900000000 900000000, 1 lon i -1800000000 1800000000"
+HEALTH_FIELDS = (
+    "0 heap_free i 0 4294967295,"
+    "1 heap_peak i 0 4294967295,"
+    "2 uptime i 0 4294967295,"
+    "3 reset i 0 9,"
+    "4 queue i 0 65535,"
+    "5 drops i 0 4294967295,"
+    "6 rssi n -127 0,"
+    "7 link n 0 100,"
+    "8 fw t 1 32"
+)
+# Event data is [type, detail]: the event names, and the detail field by type.
+EVENT_NAMES = ("", "bay_occupied", "bay_free", "lamp_fault", "lamp_ok", "sensor_fault",
+               "sensor_ok")
+EVENT_DETAILS = (
+    "1 confidence i 0 100,"
+    "2 duration i 0 4294967295,"
+    "3 faults i 1 63,"
+    "4 faults i 0 63,"
+    "5 sensor i 1 6,"
+    "6 sensor i 1 6"
+)
+ACK_FIELDS = "0 id i 0 4294967295, 1 result i 0 8"
+UPLINK_ACK_FIELDS = "0 boot i 0 4294967295, 1 seq i 0 4294967295"
+
+# Command arguments by opcode: (name, shape, table). Shapes: NO_ARGS (null), VALUE (one
+# bare value), ARRAY (an array of the fields), OWN (checked by its own function).
+NO_ARGS = 0
+VALUE = 1
+ARRAY = 2
+OWN = 3
+OPS = (
+    ("", OWN, ""),
+    ("dim", ARRAY, "0 level i 0 100, 1 duration i 0 86400"),
+    ("schedule", OWN, ""),
+    ("reserve", ARRAY, "0 from i 0 4294967295, 1 until i 0 4294967295"),
+    ("release", NO_ARGS, ""),
+    ("recalibrate", VALUE, "0 sensor i 0 6"),
+    ("identify", VALUE, "0 seconds i 1 600"),
+    ("set_config", OWN, ""),
+    ("reboot", NO_ARGS, ""),
+    ("time_sync", VALUE, "0 time i 1577836800 4294967295"),
+    ("app_update", ARRAY, (
+        "0 version t 1 32,"
+        "1 url t 8 200,"
+        "2 size i 1 4194304,"
+        "3 sha256 b 32 32"
+    )),
+)
+
+SCHEDULE_FIELDS = (
+    "0 version i 1 4294967295,"
+    "1 steps x 0 0,"
+    "2 exceptions? x 0 0,"
+    "3 tz? x 0 0,"
+    "4 failsafe? i 0 100"
+)
+MAX_STEPS = 8
+MAX_EXCEPTIONS = 4
+MAX_TZ = 4
+STEP_FIELDS = "0 anchor i 0 2, 1 offset x 0 0, 2 level i 0 100"
+# The offset range depends on the anchor: minutes after local midnight, or minutes
+# before (negative) or after the sun event.
+STEP_OFFSETS = ((0, 1439), (-720, 720), (-720, 720))
+EXCEPTION_FIELDS = (
+    "0 first x 0 0,"
+    "1 last x 0 0,"
+    "2 weekdays i 1 127,"
+    "3 priority i 0 255,"
+    "4 steps x 0 0"
+)
+TZ_FIELDS = "0 from i 0 4294967295, 1 offset i -720 840"
+
+MAX_CONFIG = 16
+CONFIG_NAME_BYTES = 24
+CONFIG_TEXT_BYTES = 64
+CONFIG_INT_MIN = -0x80000000
+
+
+# Tables parsed so far: a node parses only the few it checks (envelopes, commands).
+_parsed: dict[str, list[tuple[int, str, str, int, int, bool]]] = {}
+
+
+def fields(table: str) -> list[tuple[int, str, str, int, int, bool]]:
+    """The entries of a field table: (slot, name, type, lo, hi, required)."""
+    entries = _parsed.get(table)
+    if entries is None:
+        entries = []
+        for entry in table.split(","):
+            slot, name, kind, lo, hi = entry.split()
+            optional = name[-1] == "?"
+            entries.append(
+                (int(slot), name[:-1] if optional else name, kind, int(lo), int(hi), not optional)
+            )
+        _parsed[table] = entries
+    return entries
+
+
+class MessageError(WireError):
+    """A well-formed CBOR body that breaks the message catalogue.
+
+    `result` is the ack result a node answers a command with (BAD_ARGS, UNSUPPORTED);
+    -1 when the envelope itself is broken, so there is no trustworthy id to ack.
+    """
+
+    def __init__(self, reason: str, result: int = -1) -> None:
+        super().__init__(reason)
+        self.result = result
+
+
+# ---- builders ----
+
+
+def uplink(
+    kind: int, node: int, boot: int, seq: int, ts: int, tq: int, data: object
+) -> dict[int, object]:
+    """An uplink body (birth, telemetry, event, health, ack, will)."""
+    return {
+        KEY_VERSION: VERSION, KEY_KIND: kind, KEY_NODE: node, KEY_BOOT: boot, KEY_SEQ: seq,
+        KEY_TS: ts, KEY_TQ: tq, KEY_DATA: data,
+    }
+
+
+def command(
+    node: int, cid: int, expiry: int, counter: int, op: int, args: object
+) -> dict[int, object]:
+    """A command body: the node acks `cid`; `expiry` is Unix seconds."""
+    return {
+        KEY_VERSION: VERSION, KEY_KIND: COMMAND, KEY_NODE: node, KEY_ID: cid,
+        KEY_EXPIRY: expiry, KEY_COUNTER: counter, KEY_OP: op, KEY_DATA: args,
+    }
+
+
+def uplink_ack(node: int, counter: int, boot: int, seq: int) -> dict[int, object]:
+    """The serial-link ack: uplink (boot, seq) of `node` is stored durably."""
+    return {
+        KEY_VERSION: VERSION, KEY_KIND: UPLINK_ACK, KEY_NODE: node, KEY_COUNTER: counter,
+        KEY_DATA: [boot, seq],
+    }
+
+
+def encode_signed(key: bytes, body: dict[int, object]) -> bytes:
+    """The COSE_Mac0 message carrying `body` under the node key `key`.
+
+    MessageError if it exceeds MAX_MESSAGE: no transport could deliver it.
+    """
+    try:
+        return mac.sign(key, cbor.dumps(body))
+    except ValueError as err:  # mac.sign refuses a message above MAX_MESSAGE
+        raise MessageError(str(err)) from err
+
+
+def decode_signed(key: bytes, message: bytes) -> dict[int, object]:
+    """The validated body of `message`; AuthError, DecodeError or MessageError if not."""
+    if len(message) > MAX_MESSAGE:
+        raise DecodeError(
+            f"message of {len(message)} bytes exceeds the {MAX_MESSAGE}-byte limit", MAX_MESSAGE
+        )
+    return decode_body(mac.verify(key, message))
+
+
+# ---- validator ----
+
+
+def decode_body(body: object) -> dict[int, object]:
+    """`body` (CBOR bytes or a decoded map) if it follows the catalogue, else MessageError.
+
+    Bytes that are not CBOR within the limits raise DecodeError.
+    """
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = cbor.loads(body, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=MAX_MESSAGE)
+    if type(body) is not dict:
+        raise MessageError("body must be a map")
+    assert isinstance(body, dict)
+    version = body.get(KEY_VERSION)
+    if type(version) is not int or version != VERSION:
+        raise MessageError(f"unsupported protocol version {_show(version)}")
+    kind = body.get(KEY_KIND)
+    if type(kind) is not int or kind not in KIND_NAMES:
+        raise MessageError(f"unknown kind {_show(kind)}")
+    if KEY_DATA not in body:
+        raise MessageError("envelope field data is missing")
+    if kind == COMMAND:
+        envelope = COMMAND_ENVELOPE
+    elif kind == UPLINK_ACK:
+        envelope = UPLINK_ACK_ENVELOPE
+    else:
+        envelope = UPLINK_ENVELOPE
+    _map("envelope", envelope, body, len(COMMON_KEYS))
+    data = body[KEY_DATA]
+    name = KIND_NAMES[kind]
+    if kind == COMMAND:
+        _command(body[KEY_OP], data)
+    elif kind == TELEMETRY:
+        if not _is_array(data) or len(data) not in ROLE_BY_LENGTH:
+            raise MessageError(
+                "telemetry data must be an array of 6 (lighting), 5 (parking) or 7 (air) items"
+            )
+        _array(name, TELEMETRY_FIELDS[ROLE_BY_LENGTH[len(data)]], data)
+    elif kind == BIRTH:
+        _map(name, BIRTH_FIELDS, data, 0)
+        if data[5] is not None:
+            _array(name, LOCATION_FIELDS, data[5], "loc")
+    elif kind == EVENT:
+        _event(data)
+    elif kind == HEALTH:
+        _map(name, HEALTH_FIELDS, data, 0)
+    elif kind == ACK:
+        _array(name, ACK_FIELDS, data)
+    elif kind == WILL:
+        if data is not None:
+            raise MessageError("will data must be null")
+    else:
+        _array(name, UPLINK_ACK_FIELDS, data)
+    return body
+
+
+def _show(value: object) -> str:
+    # Only small values go into a reason: hostile bodies must not inflate error text.
+    if type(value) is int and -U64 <= value <= U64:
+        return str(value)
+    return "of type " + type(value).__name__
+
+
+def _is_array(value: object) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _field(
+    where: str, name: str, kind: str, lo: int, hi: int, value: object, path: str = "",
+    index: int = -1,
+) -> None:
+    """Check one value; the field's full name is composed only for an error."""
+    if kind == "i" or kind == "n":
+        if value is None and kind == "n":
+            return
+        if type(value) is not int:
+            null = " or null" if kind == "n" else ""
+            problem = "must be an integer" + null
+        elif value < lo or value > hi:
+            problem = f"out of range {lo}..{hi}"
+        else:
+            return
+    elif kind == "t":
+        if type(value) is str and lo <= len(value.encode()) <= hi:
+            return
+        problem = f"must be text of {lo}..{hi} bytes"
+    elif kind == "b":
+        if type(value) is bytes and lo <= len(value) <= hi:
+            return
+        problem = f"must be a byte string of {lo if lo == hi else f'{lo}..{hi}'} bytes"
+    else:
+        return
+    raise MessageError(f"{where} field {_path(path, index, name)} {problem}")
+
+
+def _path(path: str, index: int, name: str) -> str:
+    """A field's name in a reason: "pm25", "loc.lat", "exceptions[0].steps[2].offset"."""
+    if index >= 0:
+        path = f"{path}[{index}]"
+    return f"{path}.{name}" if path and name else path or name
+
+
+def _array(where: str, table: str, value: object, path: str = "", index: int = -1) -> None:
+    """A fixed-length array of the table's fields ("x" items are the caller's)."""
+    entries = fields(table)
+    if not isinstance(value, (list, tuple)) or len(value) != len(entries):
+        what = "field " + _path(path, index, "") if path else "data"
+        raise MessageError(f"{where} {what} must be an array of {len(entries)} items")
+    for slot, name, kind, lo, hi, _ in entries:
+        _field(where, name, kind, lo, hi, value[slot], path, index)
+
+
+def _map(where: str, table: str, value: object, common: int) -> None:
+    """A map with the table's integer keys (and the first `common` COMMON_KEYS)."""
+    if type(value) is not dict:
+        raise MessageError(f"{where} data must be a map")
+    assert isinstance(value, dict)
+    entries = fields(table)
+    known = 0
+    for key in value:
+        # false, true and 1.0 compare equal to 0 and 1 in Python: only int keys count.
+        if type(key) is not int:
+            raise MessageError(f"{where} has unknown key {_show(key)}")
+    for entry in entries:
+        if entry[0] in value:
+            known += 1
+    for i in range(common):
+        if COMMON_KEYS[i][0] in value:
+            known += 1
+    if known != len(value):
+        for key in value:
+            if not (
+                any(entry[0] == key for entry in entries)
+                or any(entry[0] == key for entry in COMMON_KEYS[:common])
+            ):
+                raise MessageError(f"{where} has unknown key {_show(key)}")
+    for key, name, kind, lo, hi, required in entries:
+        if key in value:
+            _field(where, name, kind, lo, hi, value[key])
+        elif required:
+            raise MessageError(f"{where} field {name} is missing")
+
+
+def _event(data: object) -> None:
+    if not isinstance(data, (list, tuple)) or len(data) != 2:
+        raise MessageError("event data must be an array of 2 items")
+    etype = data[0]
+    _field("event", "type", "i", 1, len(EVENT_NAMES) - 1, etype)
+    for slot, name, kind, lo, hi, _ in fields(EVENT_DETAILS):
+        if slot == etype:
+            _field(EVENT_NAMES[slot] + " event", name, kind, lo, hi, data[1])
+
+
+def _command(op: int, args: object) -> None:
+    if op >= len(OPS):
+        raise MessageError(f"unsupported opcode {op}", UNSUPPORTED)
+    name, shape, table = OPS[op]
+    where = name + " command"
+    try:
+        if shape == NO_ARGS:
+            if args is not None:
+                raise MessageError(where + " data must be null")
+        elif shape == VALUE:
+            for _, field, kind, lo, hi, _ in fields(table):
+                _field(where, field, kind, lo, hi, args)
+        elif shape == ARRAY:
+            _array(where, table, args)
+            assert isinstance(args, (list, tuple))
+            if op == OP_RESERVE and args[1] <= args[0]:
+                raise MessageError(where + " field until must be after from")
+        elif op == OP_SCHEDULE:
+            _schedule(where, args)
+        else:
+            _config(where, args)
+    except MessageError as error:
+        error.result = BAD_ARGS
+        raise
+
+
+def _schedule(where: str, schedule: object) -> None:
+    _map(where, SCHEDULE_FIELDS, schedule, 0)
+    assert isinstance(schedule, dict)
+    _steps(where, "steps", schedule[1])
+    if 2 in schedule:
+        for i, exception in enumerate(_list(where, "exceptions", schedule[2], MAX_EXCEPTIONS)):
+            _array(where, EXCEPTION_FIELDS, exception, "exceptions", i)
+            first = _date(where, i, "first", exception[0])
+            if _date(where, i, "last", exception[1]) < first:
+                raise MessageError(f"{where} field exceptions[{i}].last is before first")
+            _steps(where, f"exceptions[{i}].steps", exception[4])
+    if 3 in schedule:
+        previous = -1
+        for i, zone in enumerate(_list(where, "tz", schedule[3], MAX_TZ)):
+            _array(where, TZ_FIELDS, zone, "tz", i)
+            start = zone[0]
+            assert isinstance(start, int)
+            if start <= previous:
+                raise MessageError(f"{where} field tz[{i}].from must be after the previous entry")
+            previous = start
+
+
+def _list(where: str, path: str, value: object, most: int) -> list[list[object]]:
+    """A variable-length array of 1..most items (checked by the caller)."""
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= most:
+        raise MessageError(f"{where} field {path} must be an array of 1..{most} items")
+    return list(value)
+
+
+def _steps(where: str, path: str, steps: object) -> None:
+    for i, step in enumerate(_list(where, path, steps, MAX_STEPS)):
+        _array(where, STEP_FIELDS, step, path, i)
+        anchor = step[0]
+        assert isinstance(anchor, int)
+        lo, hi = STEP_OFFSETS[anchor]
+        _field(where, "offset", "i", lo, hi, step[1], path, i)
+
+
+def _date(where: str, index: int, name: str, value: object) -> int:
+    """An exception's date, written as the integer YYYYMMDD."""
+    if (
+        not isinstance(value, int)
+        or type(value) is not int
+        or not 20000101 <= value <= 99991231
+        or not 1 <= value // 100 % 100 <= 12
+        or not 1 <= value % 100 <= 31
+    ):
+        raise MessageError(f"{where} field exceptions[{index}].{name} must be a date YYYYMMDD")
+    return value
+
+
+def _config(where: str, config: object) -> None:
+    if not isinstance(config, dict) or not 1 <= len(config) <= MAX_CONFIG:
+        raise MessageError(f"{where} data must be a map of 1..{MAX_CONFIG} settings")
+    for name, value in config.items():
+        if not _config_name(name):
+            raise MessageError(
+                f"{where} has a bad setting name: want a-z first, then a-z 0-9 _,"
+                f" {CONFIG_NAME_BYTES} bytes at most"
+            )
+        if type(value) is int:
+            _field(where, name, "i", CONFIG_INT_MIN, U32, value)
+        elif type(value) is str:
+            _field(where, name, "t", 0, CONFIG_TEXT_BYTES, value)
+        elif value is not None and value is not True and value is not False:
+            raise MessageError(f"{where} field {name} must be an integer, text, a boolean or null")
+
+
+def _config_name(name: object) -> bool:
+    if type(name) is not str or not 1 <= len(name) <= CONFIG_NAME_BYTES:
+        return False
+    assert isinstance(name, str)
+    return "a" <= name[0] <= "z" and all(
+        "a" <= ch <= "z" or "0" <= ch <= "9" or ch == "_" for ch in name
+    )
