@@ -10,11 +10,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from citisense_gateway import cli as gateway_cli
 from citisense_tools import demo
 from citisense_tools.errors import CommandError
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-REGISTRARS: list[Registrar] = [demo.register]
+REGISTRARS: list[Registrar] = [demo.register, gateway_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,432 @@
+"""`citisense gateway ...`: run the service and operate it from the shell.
+
+register(subparsers) adds the `gateway` command to the `citisense` CLI; `python -m
+citisense_gateway ...` runs the same commands. Every subcommand reads the same
+configuration as the service (--config, CITISENSE_* variables, --set), so operator
+commands reach the same database; the running service picks up queued commands and new
+nodes from there. Data is printed as JSON lines, errors as one plain sentence (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from citisense_gateway import acl, air, config, logs, registry, schedules
+from citisense_gateway.commands import CommandError, CommandPolicy, Commands
+from citisense_gateway.metrics import Metrics
+from citisense_gateway.parking import Parking
+from citisense_gateway.reconcile import Reconciler
+from citisense_gateway.store import StoreError, open_store
+from citisense_gateway.store.base import Store
+from citisense_gateway.twin import liveness
+from citisense_protocols import messages
+
+Handler = Callable[[argparse.Namespace], int]
+EXPECTED = (config.ConfigError, StoreError, CommandError, registry.RegistryError,
+            schedules.ScheduleError, acl.AclError, OSError)
+
+
+def _guard(fn: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except EXPECTED as err:
+            print(f"citisense gateway: {err}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _config(args: argparse.Namespace) -> config.GatewayConfig:
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise config.ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides[name.strip()] = value
+    for flag, name in (("store", "store.url"), ("mqtt_url", "mqtt.url"),
+                       ("metrics_port", "metrics.port")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "serial", None):
+        overrides["serial.ports"] = ",".join(args.serial)
+    return config.load(args.config, overrides=overrides)
+
+
+def _with_store(fn: Callable[[argparse.Namespace, Store], Awaitable[int]]) -> Handler:
+    @_guard
+    def run(args: argparse.Namespace) -> int:
+        cfg = _config(args)
+
+        async def main() -> int:
+            store = open_store(cfg.store_url, quarantine_limit=cfg.store.quarantine_limit)
+            await store.open()
+            try:
+                return await fn(args, store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+    return run
+
+
+def _print(obj: object) -> None:
+    print(json.dumps(obj, default=str, sort_keys=True))
+
+
+def _user(args: argparse.Namespace) -> str:
+    return str(args.user or getpass.getuser())
+
+
+def _commands(store: Store) -> Commands:
+    class _Queued:  # the running gateway sends; the CLI only queues
+        async def send(self, node_id: int, kind: int, message: bytes) -> None:
+            raise AssertionError("the CLI does not transmit")
+
+    from citisense_gateway.keyring import KeyRing
+
+    return Commands(store, KeyRing(store), _Queued(), Metrics(), CommandPolicy())
+
+
+async def _targets(args: argparse.Namespace, store: Store, role: str | None = None) -> list[int]:
+    return await registry.targets(store, nodes=args.node, street=args.street, zone=args.zone,
+                                  role=role)
+
+
+# -- run ------------------------------------------------------------------------------------
+@_guard
+def cmd_run(args: argparse.Namespace) -> int:
+    from citisense_gateway.service import Gateway
+
+    cfg = _config(args)
+    logs.setup(cfg.gateway.log_level, cfg.gateway.log_format, cfg.gateway.instance)
+    asyncio.run(Gateway(cfg).run_until_signalled())
+    return 0
+
+
+# -- nodes ----------------------------------------------------------------------------------
+async def _node_add(args: argparse.Namespace, store: Store) -> int:
+    p = await registry.provision(store, args.id, args.role, user=_user(args), zone=args.zone,
+                                 street=args.street, lat=args.lat, lon=args.lon,
+                                 label=args.label)
+    # Shown once: write both to the node (citisense provisioning); only hashes stay here.
+    _print({"node": p.node.node_id, "role": p.node.role, "mac_key": p.mac_key.hex(),
+            "broker_user": acl.node_user(p.node.node_id), "broker_password": p.broker_password})
+    return 0
+
+
+async def _node_list(args: argparse.Namespace, store: Store) -> int:
+    for n in await store.nodes(zone=args.zone, street=args.street, role=args.role):
+        _print({"node": n.node_id, "role": n.role, "zone": n.zone, "street": n.street,
+                "lat": n.lat, "lon": n.lon, "label": n.label})
+    return 0
+
+
+async def _node_remove(args: argparse.Namespace, store: Store) -> int:
+    await store.remove_node(args.id, _user(args))
+    return 0
+
+
+# -- broker files ---------------------------------------------------------------------------
+async def _broker_config(args: argparse.Namespace, store: Store) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    password = acl.new_password()
+    accounts = [acl.gateway_account(args.gateway_user, acl.hash_password(password))]
+    accounts += [acl.node_account(n.node_id, n.broker_hash) for n in await store.nodes()]
+    files = {
+        "passwd": acl.password_file(accounts),
+        "acl": acl.acl_file(accounts),
+        "mosquitto.conf": acl.mosquitto_conf(port=args.port, bind=args.bind,
+                                             password_path=str(out / "passwd"),
+                                             acl_path=str(out / "acl")),
+        "gateway.password": password + "\n",
+    }
+    for name, text in files.items():
+        path = out / name
+        path.write_text(text)
+        if name in ("passwd", "gateway.password"):
+            path.chmod(0o600)
+    await store.audit(_user(args), "broker.config", str(out), {"accounts": len(accounts)})
+    _print({"dir": str(out), "accounts": len(accounts),
+            "gateway_password_file": str(out / "gateway.password")})
+    return 0
+
+
+# -- schedules --------------------------------------------------------------------------------
+def _load_definition(path: str) -> Any:
+    text = Path(path).read_text()
+    try:
+        return tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "TOML" if path.endswith(".toml") else "JSON"
+        raise schedules.ScheduleError("", f"{path} is not valid {kind}: {err}") from err
+
+
+async def _schedule_save(args: argparse.Namespace, store: Store) -> int:
+    source = _load_definition(args.file)
+    rec = schedules.record(args.name, source, await store.next_schedule_version(), _user(args))
+    await store.add_schedule(rec)
+    _print({"schedule": rec.name, "version": rec.version, "wire": schedules.wire_of(rec)})
+    return 0
+
+
+async def _schedule_list(args: argparse.Namespace, store: Store) -> int:
+    for rec in await store.schedules():
+        _print({"schedule": rec.name, "version": rec.version, "by": rec.created_by,
+                "at": rec.created_at})
+    return 0
+
+
+async def _schedule_preview(args: argparse.Namespace, store: Store) -> int:
+    rec = await store.get_schedule(args.name, args.version)
+    lat, lon = args.lat, args.lon
+    if args.at_node is not None:
+        node = await store.get_node(args.at_node)
+        lat, lon = node.lat, node.lon
+    if lat is None or lon is None:
+        raise CommandError("give --at-node (with a location) or --lat and --lon")
+    night = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+    for change in schedules.preview(schedules.wire_of(rec), lat, lon, night, args.tz):
+        local = dt.datetime.fromtimestamp(change.at, ZoneInfo(args.tz))
+        _print({"at": local.isoformat(), "level": change.level})
+    return 0
+
+
+async def _schedule_assign(args: argparse.Namespace, store: Store) -> int:
+    nodes = await _targets(args, store, role="lighting")
+    issued = await Reconciler(store, _commands(store)).assign_schedule(args.name, nodes,
+                                                                       _user(args))
+    for c in issued:
+        _print({"command": c.command_id, "node": c.node_id, "state": c.state})
+    return 0
+
+
+async def _schedule_rollout(args: argparse.Namespace, store: Store) -> int:
+    for entry in await Reconciler(store, _commands(store)).rollout(args.name):
+        _print(asdict(entry))
+    return 0
+
+
+# -- commands -----------------------------------------------------------------------------------
+def _command_args(args: argparse.Namespace) -> tuple[int, object]:
+    op = args.op
+    if op == "dim":
+        return messages.OP_DIM, [args.level, args.duration]
+    if op == "identify":
+        return messages.OP_IDENTIFY, args.seconds
+    if op == "reserve":
+        return messages.OP_RESERVE, [args.start, args.until]
+    if op == "recalibrate":
+        return messages.OP_RECALIBRATE, args.sensor
+    if op == "time-sync":
+        return messages.OP_TIME_SYNC, int(time.time())
+    return {"release": messages.OP_RELEASE, "reboot": messages.OP_REBOOT}[op], None
+
+
+async def _command(args: argparse.Namespace, store: Store) -> int:
+    op, payload = _command_args(args)
+    nodes = await _targets(args, store)
+    issued = await _commands(store).issue(nodes, op, payload, user=_user(args), ttl=args.ttl,
+                                          note=args.note)
+    if op == messages.OP_RESERVE:
+        for node_id in nodes:
+            await store.set_reservation(node_id, float(args.until))
+    elif op == messages.OP_RELEASE:
+        for node_id in nodes:
+            await store.set_reservation(node_id, None)
+    for c in issued:
+        _print({"command": c.command_id, "node": c.node_id, "state": c.state})
+    return 0
+
+
+async def _command_list(args: argparse.Namespace, store: Store) -> int:
+    for c in await store.commands(args.id, args.limit):
+        _print(asdict(c))
+    return 0
+
+
+# -- views ------------------------------------------------------------------------------------
+async def _twin(args: argparse.Namespace, store: Store) -> int:
+    cfg = _config(args)
+    now = time.time()
+    twins = [await store.twin(args.id)] if args.id else await store.twins()
+    for t in twins:
+        _print({**asdict(t), "status": liveness(t, now, cfg.liveness.stale_after)})
+    return 0
+
+
+async def _parking(args: argparse.Namespace, store: Store) -> int:
+    for zone in (await Parking(store).zones()).values():
+        _print({**asdict(zone), "total": zone.total})
+    return 0
+
+
+async def _air(args: argparse.Namespace, store: Store) -> int:
+    hours = await air.node_hours(store, args.id, time.time() - args.hours * 3600)
+    for h, index in zip(hours, air.eaqi(hours), strict=True):
+        _print({**asdict(h), "eaqi": index.level, "eaqi_name": index.name,
+                "driver": index.driver})
+    return 0
+
+
+async def _quarantine(args: argparse.Namespace, store: Store) -> int:
+    for q in await store.quarantined(args.limit):
+        _print({"at": q.received_at, "source": q.source, "reason": q.reason,
+                "detail": q.detail, "node": q.node_id, "payload": q.payload[:64].hex()})
+    return 0
+
+
+async def _audit(args: argparse.Namespace, store: Store) -> int:
+    for entry in await store.audit_log(args.limit):
+        _print(asdict(entry))
+    return 0
+
+
+@_guard
+def cmd_bench(args: argparse.Namespace) -> int:
+    from citisense_gateway import bench_ingest
+
+    return bench_ingest.main(["--messages", str(args.messages), "--store", args.bench_store])
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML configuration file (default: $CITISENSE_CONFIG)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one setting, e.g. --set ingest.batch_size=1000")
+    parser.add_argument("--store", help="store URL (store.url)")
+    parser.add_argument("--user", help="who is acting, for the audit log (default: login name)")
+
+
+def _targets_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--node", type=int, action="append", help="node id (repeatable)")
+    group.add_argument("--street", help="every node of a street group")
+    group.add_argument("--zone", help="every node of a zone")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gw = subparsers.add_parser("gateway", help="run and operate the gateway service")
+    sub = gw.add_subparsers(dest="gateway_command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler | None, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        if handler is not None:  # groups get theirs from their subcommands
+            _common(p)
+            p.set_defaults(run=handler)
+        return p
+
+    p = add("run", cmd_run, "run the gateway service")
+    p.add_argument("--mqtt-url", help="external broker, mqtt://host:1883 (default: embedded)")
+    p.add_argument("--metrics-port", type=int, help="/metrics port (0: any free, -1: off)")
+    p.add_argument("--serial", action="append", metavar="PORT", help="serial concentrator port")
+
+    node = add("node", None, "register and list nodes")
+    nsub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+    for name, fn, text in (("add", _node_add, "provision a node: prints its key and password"),
+                           ("list", _node_list, "list registered nodes"),
+                           ("remove", _node_remove, "remove a node")):
+        p = nsub.add_parser(name, help=text)
+        _common(p)
+        p.set_defaults(run=_with_store(fn))
+        if name in ("add", "remove"):
+            p.add_argument("id", type=int)
+        if name == "add":
+            p.add_argument("--role", required=True, choices=registry.ROLES)
+            p.add_argument("--lat", type=float)
+            p.add_argument("--lon", type=float)
+            p.add_argument("--label", default="")
+        if name in ("add", "list"):
+            p.add_argument("--zone", default="" if name == "add" else None)
+            p.add_argument("--street", default="" if name == "add" else None)
+        if name == "list":
+            p.add_argument("--role", choices=registry.ROLES)
+
+    p = add("broker-config", _with_store(_broker_config),
+            "write Mosquitto password file, ACL and settings from the registry")
+    p.add_argument("--out", required=True, help="directory for passwd, acl, mosquitto.conf")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--gateway-user", default="gateway")
+
+    sched = add("schedule", None, "lighting schedules")
+    ssub = sched.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    for name, fn, text in (("save", _schedule_save, "save a new version from a JSON/TOML file"),
+                           ("list", _schedule_list, "list schedules and versions"),
+                           ("preview", _schedule_preview, "what a lamp does on a night"),
+                           ("assign", _schedule_assign, "assign to nodes and push"),
+                           ("rollout", _schedule_rollout, "which node runs which version")):
+        p = ssub.add_parser(name, help=text)
+        _common(p)
+        p.set_defaults(run=_with_store(fn))
+        if name != "list":
+            p.add_argument("name")
+        if name == "save":
+            p.add_argument("file")
+        if name == "preview":
+            p.add_argument("--version", type=int)
+            p.add_argument("--at-node", type=int, help="use this node's location")
+            p.add_argument("--lat", type=float)
+            p.add_argument("--lon", type=float)
+            p.add_argument("--date", help="YYYY-MM-DD, the evening of the night (default today)")
+            p.add_argument("--tz", default="UTC", help="time zone of the output, e.g. "
+                                                       "Europe/Amsterdam")
+        if name == "assign":
+            _targets_args(p)
+
+    cmd = add("command", None, "send a command to nodes")
+    csub = cmd.add_subparsers(dest="op", required=True, metavar="OPERATION")
+    for name in ("dim", "identify", "reserve", "release", "recalibrate", "reboot", "time-sync"):
+        p = csub.add_parser(name, help=f"{name} command")
+        _common(p)
+        _targets_args(p)
+        p.add_argument("--ttl", type=float, help="seconds until it expires (default 3600)")
+        p.add_argument("--note", default="", help="why, for the audit log")
+        p.set_defaults(run=_with_store(_command))
+        if name == "dim":
+            p.add_argument("level", type=int, help="percent")
+            p.add_argument("duration", type=int, help="seconds (0 ends an override)")
+        elif name == "identify":
+            p.add_argument("seconds", type=int)
+        elif name == "reserve":
+            p.add_argument("start", type=int, help="Unix time")
+            p.add_argument("until", type=int, help="Unix time")
+        elif name == "recalibrate":
+            p.add_argument("sensor", type=int, nargs="?", default=0)
+
+    p = add("commands", _with_store(_command_list), "list commands and their states")
+    p.add_argument("--id", type=int, help="only this node")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("twin", _with_store(_twin), "device twins with liveness")
+    p.add_argument("--id", type=int, help="only this node")
+    add("parking", _with_store(_parking), "free bays per zone")
+    p = add("air", _with_store(_air), "hourly air quality and EAQI of a node")
+    p.add_argument("id", type=int)
+    p.add_argument("--hours", type=int, default=24)
+    p = add("quarantine", _with_store(_quarantine), "refused uplinks, newest first")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("audit", _with_store(_audit), "audit log, newest first")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("bench", cmd_bench, "ingest benchmark against a private Mosquitto")
+    p.add_argument("--messages", type=int, default=50_000)
+    p.add_argument("--bench-store", choices=("sqlite", "postgres"), default="sqlite")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="citisense")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.run(args))

@@ -1,0 +1,90 @@
+"""The MQTT side of ingest: one persistent QoS 1 session, reconnected forever.
+
+The session survives us (clean start off, session expiry), so the broker keeps queuing
+while the gateway restarts, and everything received but not acknowledged before a crash
+is delivered again. With MQTT 5 the subscription is shared ($share/<group>/...): the
+broker splits the stream between gateway instances. Receive Maximum bounds what is in
+flight, hence the largest batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from citisense_gateway import mqtt_wire
+from citisense_gateway.ingest import Ingest, Outcome
+from citisense_gateway.metrics import Metrics
+from citisense_gateway.mqtt_client import MqttConnection, MqttError, MqttSettings
+from citisense_protocols import topics
+
+log = logging.getLogger("citisense.mqtt")
+
+
+class _Session:
+    """Ingest source for one connection: acks go to the connection that received."""
+
+    name = "mqtt"
+
+    def __init__(self, conn: MqttConnection) -> None:
+        self.conn = conn
+
+    def acknowledge(self, outcomes: list[Outcome]) -> None:
+        # After a reconnect the broker redelivers these on the new connection instead.
+        self.conn.ack([o.token for o in outcomes if o.token])
+
+
+def uplink_filter(share_group: str) -> str:
+    if share_group:
+        return topics.gateway_filter(share_group)
+    return f"{topics.PREFIX}+/{topics.UP}/#"
+
+
+class MqttIngestLink:
+    def __init__(self, settings: MqttSettings, share_group: str, ingest: Ingest,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.topic_filter = uplink_filter(share_group)
+        self.ingest = ingest
+        self.metrics = metrics
+        self.connected = asyncio.Event()
+
+    def _on_publish(self, conn: MqttConnection, packet: mqtt_wire.Publish) -> None:
+        session = self._sessions.get(conn)
+        if session is None:
+            session = self._sessions[conn] = _Session(conn)
+        self.ingest.offer(session, packet.topic, packet.payload, packet.packet_id)
+
+    async def run(self) -> None:
+        self._sessions: dict[MqttConnection, _Session] = {}
+        delay = 0.5
+        while True:
+            try:
+                conn = await MqttConnection.connect(self.settings, self._on_publish)
+                granted = await conn.subscribe([(self.topic_filter, 1)])
+                if granted[0] >= 0x80:
+                    await conn.disconnect()
+                    raise MqttError(
+                        f"broker refused subscription {self.topic_filter} (reason "
+                        f"0x{granted[0]:02x}): check the gateway account's ACL"
+                    )
+                log.info("ingest subscribed", extra={
+                    "broker": f"{self.settings.host}:{self.settings.port}",
+                    "filter": self.topic_filter, "session_present": conn.session_present})
+                self.metrics.mqtt_connected.set(1)
+                self.connected.set()
+                delay = 0.5
+                try:
+                    await conn.closed
+                except MqttError as err:
+                    log.warning("ingest connection lost: %s", err)
+                finally:
+                    self.connected.clear()
+                    self.metrics.mqtt_connected.set(0)
+                    self._sessions.pop(conn, None)
+            except MqttError as err:
+                log.warning("ingest cannot connect: %s", err)
+            # Jitter: gateways restarted together do not reconnect in the same instant.
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,102 @@
+"""SQLite adapter: stdlib sqlite3 on one worker thread, WAL journal, durable commits.
+
+One connection owned by one thread: sqlite3 releases the GIL while it works, so the
+event loop keeps receiving during a commit. Transactions start with BEGIN IMMEDIATE so a
+second process (the CLI adding a node) waits on busy_timeout instead of failing.
+synchronous=FULL makes a commit survive power loss, not only a killed process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from citisense_gateway.store.base import StoreError
+from citisense_gateway.store.sql import Row
+
+T = TypeVar("T")
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SqliteTx:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        conn = self._db.connection
+        return await self._db.run(lambda: conn.execute(sql, params).rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        conn = self._db.connection
+        return await self._db.run(lambda: conn.executemany(sql, rows).rowcount)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        conn = self._db.connection
+        return await self._db.run(lambda: conn.execute(sql, params).fetchall())
+
+
+class SqliteDatabase:
+    types = {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS:
+            raise StoreError(f"sqlite synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("SQLite store is not open")
+        return self._conn
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="citisense-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA busy_timeout=10000")
+            return conn
+
+        try:
+            self._conn = await self.run(connect)
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(f"cannot open SQLite database {self.path}: {err}") from err
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self.run(conn.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteTx]:
+        async with self._lock:
+            conn = self.connection
+            await self.run(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield SqliteTx(self)
+            except BaseException:
+                await asyncio.shield(self.run(lambda: conn.execute("ROLLBACK")))
+                raise
+            await asyncio.shield(self.run(lambda: conn.execute("COMMIT")))
+
+    def is_unique_violation(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)

@@ -1,0 +1,88 @@
+"""`citisense gateway ...` commands against a store, as a technician and an operator use them."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from citisense_gateway.cli import main
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CITISENSE_STORE_URL", f"sqlite:///{tmp_path / 'gw.db'}")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+
+    def invoke(*argv: str) -> tuple[int, list[dict[str, object]], str]:
+        code = main([*argv, "--user", "tess"])
+        out, err = capsys.readouterr()
+        return code, [json.loads(line) for line in out.splitlines()], err
+
+    return invoke
+
+
+def test_provision_and_broker_files(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run("node", "add", "7", "--role", "lighting", "--zone", "centre",
+                       "--street", "Kerkstraat", "--lat", "52.37", "--lon", "4.89",
+                       "--label", "lamp 7, Kerkstraat")
+    assert code == 0
+    assert len(bytes.fromhex(str(out[0]["mac_key"]))) == 32 and out[0]["broker_user"] == "7"
+    code, _, err = run("node", "add", "7", "--role", "lighting")
+    assert code == 2 and err.strip() == "citisense gateway: node 7 is already registered"
+    code, _, err = run("node", "add", "8", "--role", "air", "--lat", "52")
+    assert code == 2 and "both latitude and longitude" in err
+    code, out, _ = run("broker-config", "--out", str(tmp_path / "broker"), "--port", "8883")
+    assert code == 0 and out[0]["accounts"] == 2
+    files = tmp_path / "broker"
+    assert "user 7\ntopic read citisense/v1/7/down/#" in (files / "acl").read_text()
+    assert [line.split(":")[0] for line in (files / "passwd").read_text().split()] == [
+        "gateway", "7"]
+    assert stat.S_IMODE((files / "passwd").stat().st_mode) == 0o600
+    assert "listener 8883 0.0.0.0" in (files / "mosquitto.conf").read_text()
+    code, out, _ = run("node", "list", "--zone", "centre")
+    assert [n["node"] for n in out] == [7]
+
+
+def test_schedules_commands_and_views(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("node", "add", "7", "--role", "lighting", "--street", "Kerkstraat", "--lat", "52.37",
+        "--lon", "4.89")
+    run("node", "add", "8", "--role", "parking", "--zone", "market")
+    definition = tmp_path / "night.toml"
+    definition.write_text('timezone = "Europe/Amsterdam"\n'
+                          '[[steps]]\nat = "dusk"\nlevel = 100\n'
+                          '[[steps]]\nat = "dawn"\nlevel = 0\n')
+    code, out, _ = run("schedule", "save", "night", str(definition))
+    assert code == 0 and out[0]["version"] == 1
+    code, out, _ = run("schedule", "preview", "night", "--at-node", "7", "--date", "2026-06-21",
+                       "--tz", "Europe/Amsterdam")
+    assert [c["level"] for c in out] == [0, 100, 0]
+    assert str(out[1]["at"]).startswith("2026-06-21T22:0")  # midsummer dusk in Amsterdam
+    code, out, _ = run("schedule", "assign", "night", "--street", "Kerkstraat")
+    assert code == 0 and [c["node"] for c in out] == [7]
+    code, _, err = run("schedule", "assign", "night", "--node", "8")
+    assert code == 2 and "node 8 is a parking node" in err
+    code, out, _ = run("command", "dim", "--node", "7", "40", "600", "--note", "roadworks")
+    assert code == 0 and out[0]["state"] == "pending"
+    code, _, err = run("command", "dim", "--node", "7", "140", "600")
+    assert code == 2 and "level out of range 0..100" in err
+    code, out, _ = run("command", "reserve", "--zone", "market", "1767232800", "1767240000")
+    assert code == 0
+    code, out, _ = run("parking")
+    assert out == [{"zone": "market", "free": 0, "occupied": 0, "reserved": 0, "unknown": 1,
+                    "total": 1}]
+    code, out, _ = run("schedule", "rollout", "night")
+    assert out == [{"node_id": 7, "desired": 1, "reported": None, "state": "pending"}]
+    code, out, _ = run("twin", "--id", "7")
+    assert out[0]["status"] == "never-seen" and out[0]["desired_schedule"] == "night"
+    code, out, _ = run("audit", "--limit", "3")
+    assert {e["user"] for e in out} == {"tess"}
+
+
+def test_bad_configuration_stops_with_one_sentence(run) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run("run", "--set", "mqtt.receive_maximum=lots")
+    assert code == 2
+    assert err.strip() == ("citisense gateway: mqtt.receive_maximum = 'lots' (from command "
+                           "line): expected an integer")

@@ -1,0 +1,73 @@
+"""The ingest link's MQTT codec: packets survive any chunking; bad bytes raise one error."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from citisense_gateway import mqtt_wire as wire
+
+topics_ = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
+                  max_size=40).filter(lambda t: "\x00" not in t)
+publishes = st.tuples(topics_, st.binary(max_size=300), st.sampled_from([0, 1]),
+                      st.integers(1, 65535), st.booleans())
+
+
+@given(st.integers(0, wire.MAX_REMAINING))
+def test_varint_round_trip(n: int) -> None:
+    encoded = wire.varint(n)
+    value, end = wire._read_varint(encoded, 0)
+    assert (value, end) == (n, len(encoded)) and len(encoded) <= 4
+
+
+@given(st.lists(publishes, min_size=1, max_size=20), st.sampled_from([4, 5]),
+       st.lists(st.integers(1, 50), min_size=1, max_size=30))
+def test_publishes_survive_any_chunking(items: list[tuple[str, bytes, int, int, bool]],
+                                        version: int, cuts: list[int]) -> None:
+    stream = b"".join(wire.encode_publish(t, p, q, pid, version, r) for t, p, q, pid, r in items)
+    reader = wire.PacketReader(version, 1 << 20)
+    got: list[wire.Packet] = []
+    pos = 0
+    for cut in cuts * (len(stream) // max(1, sum(cuts)) + 1):
+        got += reader.feed(stream[pos : pos + cut])
+        pos += cut
+        if pos >= len(stream):
+            break
+    got += reader.feed(stream[pos:])
+    assert [(p.topic, p.payload, p.qos, p.packet_id if p.qos else 0, p.retain)
+            for p in got if isinstance(p, wire.Publish)] == [
+        (t, pl, q, pid if q else 0, r) for t, pl, q, pid, r in items]
+
+
+@given(st.binary(max_size=200), st.sampled_from([4, 5]))
+def test_garbage_raises_only_protocol_errors(data: bytes, version: int) -> None:
+    reader = wire.PacketReader(version, 1000)
+    with contextlib.suppress(wire.MqttProtocolError):
+        reader.feed(data)
+
+
+def test_connack_suback_puback_with_properties() -> None:
+    reader = wire.PacketReader(wire.MQTT_5, 1000)
+    # session present, accepted; Receive Maximum 20, Server Keep Alive 60
+    connack = bytes([0x20, 9, 1, 0, 6, 0x21, 0x00, 0x14, 0x13, 0x00, 0x3C])
+    suback = bytes([0x90, 5, 0x00, 0x07, 0, 0x01, 0x87])
+    puback = bytes([0x40, 3, 0x00, 0x09, 0x87])
+    packets = reader.feed(connack + suback + puback + bytes([0xD0, 0]))
+    assert packets[0] == wire.Connack(True, 0, {0x21: 20, 0x13: 60})
+    assert packets[1] == wire.Suback(7, (1, 0x87))
+    assert packets[2] == wire.Puback(9, 0x87)
+    assert packets[3] is None  # PINGRESP
+
+
+def test_oversize_and_unknown_packets_are_refused() -> None:
+    with pytest.raises(wire.MqttProtocolError, match="exceeds"):
+        wire.PacketReader(4, 10).feed(wire.encode_publish("t", b"x" * 20, 0, 0, 4))
+    with pytest.raises(wire.MqttProtocolError, match="unexpected packet type"):
+        wire.PacketReader(4, 10).feed(bytes([0x10, 0]))
+
+
+def test_pubacks_are_one_write_in_order() -> None:
+    assert wire.encode_pubacks([1, 258]) == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 2])
