@@ -8,6 +8,8 @@ executed there, so conformance is proven on MicroPython itself, not on CPython.
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -109,3 +111,15 @@ class MicroPythonVM:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def run_on_cpython(code: str) -> str:
+    """Run `code` under this CPython and return what it printed.
+
+    The reference for conformance tests: the same script run by `MicroPythonVM.run`
+    must print the same thing.
+    """
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(code, {})
+    return output.getvalue()

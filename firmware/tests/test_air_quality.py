@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import eaqi
 from citisense_firmware.air_quality import (
     FLAG_FAULT,
@@ -199,15 +200,6 @@ out.append(["backoff", [backoff.next_ms() for _ in range(12)]])
 print(json.dumps(out))
 """
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
 
 
 @pytest.mark.micropython

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import schedule
 from citisense_firmware.lamp import FAULT_LAMP_OUT, FAULT_OVERHEAT, OVERHEAT_CAP
 from citisense_firmware.lighting_policy import (
@@ -173,15 +174,6 @@ for step in range(60):
 print(json.dumps(out))
 """
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
 
 
 @pytest.mark.micropython

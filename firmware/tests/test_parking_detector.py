@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import parking_detector as pd
 from citisense_firmware.parking_detector import BayDetector, Reservations
 
@@ -289,15 +290,6 @@ with open(%r) as trace:
 print(json.dumps([changes, heartbeats, detector.record(False)]))
 """
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
 
 
 @pytest.mark.micropython

@@ -13,6 +13,7 @@ from astral import sun as astral_sun
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import schedule
 from citisense_firmware.schedule import AT_DAWN, AT_DUSK, AT_TIME, ScheduleError
 from citisense_protocols import messages
@@ -272,15 +273,6 @@ SCHEDULES = [
      3: [[0, 120], [1774746000, 180], [1792890000, 120]], 4: 60},
 ]
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
 
 
 @pytest.mark.micropython

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware.store_forward import Store
 
 
@@ -267,15 +268,6 @@ out.append([m.decode() for m in Store(D, capacity=6, segment_records=2).peek(10)
 print(json.dumps(out))
 """
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
 
 
 @pytest.mark.micropython

@@ -22,6 +22,7 @@ from astral import sun as astral_sun
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import suntimes
 from citisense_firmware.suntimes import NEVER_RISES, NEVER_SETS, ZENITH_SUNRISE
 
@@ -285,15 +286,6 @@ for latitude in (35.0, 45.5, 52.37, 60.0, 66.5, 69.65, 70.0):
 print(json.dumps(out))
 """
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
 
 
 @pytest.mark.micropython

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware.config import Counter
 from citisense_firmware.store_forward import Store
 from citisense_firmware.uplink import (
@@ -233,12 +234,3 @@ def test_uplink_bytes_match_cpython_on_micropython(mp: Any, tmp_path: Path) -> N
     ]
     assert len(bytes.fromhex(hexed[2])) <= 64
 
-
-def run_on_cpython(script: str) -> str:
-    import contextlib
-    import io
-
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(script, {})
-    return output.getvalue()
