@@ -8,10 +8,9 @@
 // Reply: {"ok": true, "out": "..."} or {"ok": false, "out": "...", "error": "traceback"}.
 //
 // argv[2] is the absolute path of micropython.mjs from the pinned npm package.
-import { pathToFileURL } from "node:url";
+// The VM comes from micropython_wasm.mjs: OSError carries board errno numbers.
 import { createInterface } from "node:readline";
-
-const { loadMicroPython } = await import(pathToFileURL(process.argv[2]).href);
+import { loadMicroPython } from "./micropython_wasm.mjs";
 
 let mp = null;
 let out = [];
@@ -27,12 +26,7 @@ const captured = () => Buffer.concat(out).toString("utf8");
 
 async function boot(heap) {
   out = [];
-  mp = await loadMicroPython({
-    heapsize: heap,
-    linebuffer: false,
-    stdout: collect,
-    stderr: collect,
-  });
+  mp = await loadMicroPython(process.argv[2], { heapBytes: heap, stdout: collect, stderr: collect });
   mp.runPython("import sys\nsys.path.append('/lib')");
 }
 
