@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tiers need, as command=package pairs.
-DEBIAN_TOOLS := node=nodejs npm=npm mosquitto=mosquitto mosquitto_sub=mosquitto-clients iverilog=iverilog
+DEBIAN_TOOLS := node=nodejs npm=npm mosquitto=mosquitto mosquitto_sub=mosquitto-clients iverilog=iverilog chromium=chromium
 
 .PHONY: test demo deps system-deps lint typecheck mpy-check unit clean
 

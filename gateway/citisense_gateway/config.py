@@ -86,6 +86,13 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class ApiSection:
+    host: str = "127.0.0.1"
+    port: int = 8080  # HTTP API and dashboard; 0: any free port (logged); -1: off
+    session_ttl: int = 43_200  # seconds an operator's login stays valid
+
+
+@dataclass(frozen=True)
 class LivenessSection:
     stale_after: int = 900  # seconds without a message before an online node is stale
 
@@ -116,6 +123,7 @@ class GatewayConfig:
     ingest: IngestSection = field(default_factory=IngestSection)
     serial: SerialSection = field(default_factory=SerialSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    api: ApiSection = field(default_factory=ApiSection)
     liveness: LivenessSection = field(default_factory=LivenessSection)
     commands: CommandsSection = field(default_factory=CommandsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
@@ -159,6 +167,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "ingest.batch_interval_ms": (1, 10_000),
     "serial.baudrate": (300, 4_000_000),
     "metrics.port": (-1, 65_535),
+    "api.port": (-1, 65_535),
+    "api.session_ttl": (60, 86_400 * 30),
     "liveness.stale_after": (10, 86_400 * 30),
     "commands.ttl": (10, 86_400 * 30),
     "commands.retry_base": (0.1, 3600),

@@ -46,6 +46,8 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.metrics_port: int | None = None
+        self.api_port: int | None = None
+        self._api_ready = asyncio.Event()
         self.store: Store | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._receivers: list[asyncio.Task[Any]] = []
@@ -118,6 +120,14 @@ class Gateway:
                        self._spawn(self.downlinks.run(), "downlink"),
                        self._spawn(self.commands.run(), "commands"),
                        self._spawn(self._housekeeping(), "housekeeping")]
+        if c.api.port >= 0:
+            api = self._spawn(self._serve_api(), "api")
+            self._tasks.append(api)
+            ready = asyncio.ensure_future(self._api_ready.wait())
+            await asyncio.wait({ready, api}, return_when=asyncio.FIRST_COMPLETED)
+            if api.done():  # it could not bind: say why instead of waiting forever
+                ready.cancel()
+                api.result()
         self._receivers = [self._spawn(self.mqtt.run(), "mqtt")]
         self._receivers += [self._spawn(s.run(), s.name) for s in self.serial]
         await self._wait_connected()
@@ -125,8 +135,23 @@ class Gateway:
                                          "broker": f"{host}:{port}",
                                          "embedded_broker": self._broker is not None,
                                          "metrics_port": self.metrics_port,
+                                         "api_port": self.api_port,
                                          "serial": list(c.serial.ports)})
         self.ready.set()
+
+    async def _serve_api(self) -> None:
+        from citisense_gateway.api import create_app, serve  # FastAPI: only when served
+
+        assert self.store is not None
+        c = self.config
+        app = create_app(self.store, self.commands, self.reconciler, self.parking,
+                         stale_after=c.liveness.stale_after, session_ttl=c.api.session_ttl)
+
+        def ready(port: int) -> None:
+            self.api_port = port
+            self._api_ready.set()
+
+        await serve(app, c.api.host, c.api.port, ready=ready)
 
     async def _wait_connected(self) -> None:
         with contextlib.suppress(TimeoutError):

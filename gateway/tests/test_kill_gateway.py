@@ -107,6 +107,8 @@ url = "mqtt://127.0.0.1:{broker.port}"
 password_file = "{tmp_path / 'gateway.password'}"
 [metrics]
 port = {metrics_port}
+[api]
+port = -1
 """)
     gateway = GatewayProcess(config_path, metrics_port, tmp_path)
     try:

@@ -90,11 +90,22 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[SqliteTx]:
         async with self._lock:
             conn = self.connection
-            await self.run(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+            def rollback_if_open() -> None:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+            try:
+                await self.run(lambda: conn.execute("BEGIN IMMEDIATE"))
+            except asyncio.CancelledError:
+                # The worker thread still runs BEGIN: queue the rollback behind it (one
+                # thread, in order) so a cancelled caller never leaves a transaction open.
+                await asyncio.shield(self.run(rollback_if_open))
+                raise
             try:
                 yield SqliteTx(self)
             except BaseException:
-                await asyncio.shield(self.run(lambda: conn.execute("ROLLBACK")))
+                await asyncio.shield(self.run(rollback_if_open))
                 raise
             await asyncio.shield(self.run(lambda: conn.execute("COMMIT")))
 
