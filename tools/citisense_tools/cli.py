@@ -12,11 +12,21 @@ from collections.abc import Callable, Sequence
 
 from citisense_boards import board_cli
 from citisense_gateway import cli as gateway_cli
-from citisense_tools import demo
+from citisense_tools import build, demo, doctor, flash, fleet, operator_cmds, provision
 from citisense_tools.errors import CommandError
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-REGISTRARS: list[Registrar] = [demo.register, gateway_cli.register, board_cli.register]
+REGISTRARS: list[Registrar] = [
+    demo.register,
+    gateway_cli.register,
+    board_cli.register,
+    operator_cmds.register,
+    build.register,
+    provision.register,
+    flash.register,
+    doctor.register,
+    fleet.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

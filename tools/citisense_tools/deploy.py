@@ -1,0 +1,252 @@
+"""Install a bundle on a board through any BoardLink, so that a power cut at any moment
+leaves the old or the new application bootable (see app_loader.py for the rules).
+
+Order of writes, each step safe to interrupt:
+  1. the slot the loader does not boot now loses its manifest (now incomplete), then
+     its files; the new files are written and their SHA-256 checked on the board;
+  2. the slot's manifest (with the next sequence number) is written aside, checked
+     and renamed into place: the slot is complete;
+  3. the loader (/lib/citisense_loader.mpy, then the /main.py that starts it) and
+     /config.json, if they change, are written aside, checked and renamed;
+  4. /app/active is written aside and renamed: the new slot is the active one.
+Until step 4 the loader keeps booting the old slot; if /app/active goes missing
+(a rename on FAT is not atomic) it boots the newest complete slot, the new one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from citisense_tools import bundle as bundles
+from citisense_tools.board_link import BoardCodeError, BoardLink, exec_json
+from citisense_tools.board_state import BoardState, probe
+from citisense_tools.errors import CommandError
+
+APP = "/app"
+POINTER = "/app/active"
+CONFIG_PATH = "/config.json"
+# Bytes per REPL round trip (base64 on the wire): small enough that the board can compile
+# the line in a fragmented heap of an ESP32 without PSRAM.
+CHUNK = 1024
+RESERVE = 64 * 1024  # flash left free for the application's own data (store-and-forward)
+
+_HELPERS = """
+import os, gc, hashlib, binascii
+def _rm(p):
+    try:
+        mode = os.stat(p)[0]
+    except OSError:
+        return
+    if mode & 0x4000:
+        for e in os.ilistdir(p):
+            _rm(p + '/' + e[0])
+        os.rmdir(p)
+    else:
+        os.remove(p)
+def _mkdir(p):
+    try:
+        os.mkdir(p)
+    except OSError:
+        pass
+def _sha(p):
+    h = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    with f:
+        while True:
+            n = f.readinto(b)
+            if not n:
+                break
+            h.update(m[:n])
+    return binascii.hexlify(h.digest()).decode()
+def _open(p):
+    global _f
+    gc.collect()
+    _f = open(p, 'wb')
+def _w(s):
+    _f.write(binascii.a2b_base64(s))
+def _close():
+    try:
+        _f.close()
+    except Exception:
+        pass
+"""
+
+
+class Progress(Protocol):
+    def step(self, text: str) -> None: ...
+
+    def transfer(self, done: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Installed:
+    slot: str
+    seq: int
+    state: BoardState  # read back after the switch
+
+
+def target_slot(state: BoardState) -> str:
+    """The slot to overwrite: never the one the loader boots now."""
+    return "b" if state.boots == "a" else "a"
+
+
+def space_needed(bundle: bundles.Bundle, block: int) -> int:
+    """Flash the new slot takes, counted in whole blocks (files, folders, manifest)."""
+    block = max(block, 1)
+    files = sum(math.ceil(int(item["size"]) / block) for item in bundle.files)
+    manifest = math.ceil(len(json.dumps(bundle.manifest)) / block)
+    return (files + len(_folders(bundle)) + manifest + 4) * block  # + slot, pointer, loader
+
+
+def _folders(bundle: bundles.Bundle) -> list[str]:
+    """Every folder the slot's files need, parents first."""
+    found: set[str] = set()
+    for item in bundle.files:
+        parts = str(item["path"]).split("/")[:-1]
+        found.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(found, key=lambda folder: (folder.count("/"), folder))
+
+
+def check_space(state: BoardState, bundle: bundles.Bundle) -> None:
+    target = state.slots.get(target_slot(state))
+    reclaimed = target.bytes if target is not None and target.complete else 0
+    need = space_needed(bundle, state.fs_block) + RESERVE
+    available = state.fs_free + reclaimed
+    if available < need:
+        raise CommandError(
+            f"filesystem full: the application needs {need // 1024} KiB (with "
+            f"{RESERVE // 1024} KiB kept for its data) but the board has {available // 1024} "
+            "KiB free, counting the inactive application it replaces. Remove other files "
+            "from the board (mpremote rm) or erase it when writing MicroPython (--erase)"
+        )
+
+
+class _Writer:
+    def __init__(self, link: BoardLink, chunk: int) -> None:
+        self.link = link
+        self.chunk = chunk
+
+    def run(self, code: str) -> None:
+        try:
+            self.link.exec(code)
+        except BoardCodeError as err:
+            if err.filesystem_full:
+                raise CommandError(
+                    f"the board's filesystem filled up while writing: {err}. The previous "
+                    "application is still active; free space on the board and flash again"
+                ) from None
+            raise CommandError(f"the board refused a write: {err}") from None
+
+    def write(self, path: str, data: bytes, on_chunk: Callable[[int], None]) -> None:
+        self.run(f"_open({path!r})")
+        for start in range(0, len(data), self.chunk):
+            piece = data[start : start + self.chunk]
+            self.run(f"_w({base64.b64encode(piece)!r})")
+            on_chunk(len(piece))
+        self.run("_close()")
+
+    def hashes(self, paths: list[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = exec_json(
+            self.link, f"import json\nprint(json.dumps({{p: _sha(p) for p in {paths!r}}}))")
+        return found
+
+    def replace(self, path: str, data: bytes) -> None:
+        """Write `path` aside, check it, rename it over the old one."""
+        aside = path + ".tmp"
+        self.write(aside, data, lambda n: None)
+        if self.hashes([aside])[aside] != bundles.sha256(data):
+            raise CommandError(f"{path} arrived damaged on the board (hash mismatch): check "
+                               "the USB cable; the previous application is still active")
+        self.run(f"os.rename({aside!r}, {path!r})")
+
+
+def install(link: BoardLink, bundle: bundles.Bundle, state: BoardState, progress: Progress,
+            *, config: bytes | None = None, chunk: int = CHUNK) -> Installed:
+    """Put `bundle` in the inactive slot and make it the active one (module docstring)."""
+    check_space(state, bundle)
+    slot = target_slot(state)
+    seq = max((s.seq for s in state.slots.values() if s.complete), default=0) + 1
+    root = f"{APP}/{slot}"
+    writer = _Writer(link, chunk)
+    writer.run(_HELPERS)
+
+    progress.step(f"clearing the inactive slot {slot}")
+    writer.run(f"_rm({root + '/manifest.json'!r})\n_rm({root!r})")
+    try:
+        _fill_slot(writer, bundle, root, seq, progress)
+    except CommandError:
+        with contextlib.suppress(BoardCodeError, CommandError):  # give the space back
+            link.exec(f"_close()\n_rm({root + '/manifest.json'!r})\n_rm({root!r})")
+        raise
+
+    changed = [item for item in bundle.root_files
+               if state.root_sha256.get("/" + item["path"]) != item["sha256"]]
+    if changed:
+        progress.step("installing the application loader")
+        writer.run("_mkdir('/lib')")
+        for item in changed:
+            writer.replace("/" + item["path"], bundle.root_file(item["path"]))
+    if config is not None and state.config_sha8 != bundles.sha256(config)[:16]:
+        progress.step("writing the node's config (/config.json)")
+        writer.replace(CONFIG_PATH, config)
+    progress.step(f"switching to slot {slot}")
+    writer.replace(POINTER, slot.encode())
+
+    after = probe(link)
+    if after.boots != slot or after.slots[slot].version != bundle.version:
+        raise CommandError(f"after the switch the board would start slot {after.boots}, not "
+                           f"{slot}: the board's filesystem misbehaves; run citisense doctor")
+    return Installed(slot, seq, after)
+
+
+def _fill_slot(writer: _Writer, bundle: bundles.Bundle, root: str, seq: int,
+               progress: Progress) -> None:
+    folders = [f"{root}/{folder}" for folder in _folders(bundle)]
+    writer.run("\n".join(f"_mkdir({p!r})" for p in [APP, root, *folders]))
+    total = bundle.app_bytes
+    done = 0
+    progress.step(f"writing {len(bundle.files)} files ({total / 1024:.1f} KiB) to slot "
+                  f"{root.rsplit('/', 1)[1]}")
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress.transfer(done, total)
+
+    for item in bundle.files:
+        writer.write(f"{root}/{item['path']}", bundle.app_file(item["path"]), advance)
+
+    progress.step("checking every file on the board (SHA-256)")
+    on_board = writer.hashes([f"{root}/{p}" for p in _paths(bundle)])
+    damaged = [item["path"] for item in bundle.files
+               if on_board[f"{root}/{item['path']}"] != item["sha256"]]
+    if damaged:
+        raise CommandError(f"{len(damaged)} file(s) arrived damaged on the board (first: "
+                           f"{damaged[0]}): check the USB cable and flash again; the previous "
+                           "application is still active")
+    writer.replace(f"{root}/manifest.json", slot_manifest(bundle, seq))
+
+
+def slot_manifest(bundle: bundles.Bundle, seq: int) -> bytes:
+    """The manifest a slot keeps on the board: the bundle's, with the flash sequence number
+    and without the file hashes (checked already; the loader needs only sizes, and an
+    ESP32 has little heap to parse them at every boot)."""
+    manifest: dict[str, Any] = dict(bundle.manifest, seq=seq)
+    manifest["files"] = [{"path": item["path"], "size": item["size"]} for item in bundle.files]
+    del manifest["root"]
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _paths(bundle: bundles.Bundle) -> list[str]:
+    return [str(item["path"]) for item in bundle.files]

@@ -1,0 +1,135 @@
+"""`citisense doctor --port PATH`: what a board holds and what is wrong with it.
+
+Reads MicroPython's version, free flash and RAM, the installed applications, the config
+(secrets replaced on the board) and the reset cause, then names the problems a
+technician can fix on the spot. The board's application is restarted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from citisense_boards import definitions
+from citisense_tools.board_link import SerialLink, find_port
+from citisense_tools.board_state import BoardState, probe
+from citisense_tools.deploy import RESERVE
+from citisense_tools.node_config import birth_digest
+
+RESET_CAUSES = {
+    "PWRON_RESET": "power-on", "HARD_RESET": "external reset (button or USB)",
+    "WDT_RESET": "watchdog (a task hung)", "DEEPSLEEP_RESET": "wake from deep sleep",
+    "SOFT_RESET": "soft reset", "BROWNOUT_RESET": "brownout (supply voltage dropped)",
+}
+
+
+def _slot_text(state: BoardState, name: str) -> str:
+    slot = state.slots[name]
+    if not slot.present:
+        return "empty"
+    if not slot.complete:
+        return "incomplete (an interrupted flash; the next flash reuses it)"
+    marks = []
+    if state.boots == name:
+        marks.append("starts at boot")
+    if state.pointer == name:
+        marks.append("active")
+    return (f"citisense {slot.version}, {slot.role} on {slot.board}, flash #{slot.seq}, "
+            f"{slot.bytes / 1024:.1f} KiB" + (f" [{', '.join(marks)}]" if marks else ""))
+
+
+def _degrees(value: object) -> str:
+    return f"{value / 1e7:.7f}" if isinstance(value, int) else "?"
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    where = config.get("location") or {}
+    uplink = config.get("uplink") or {}
+    if uplink.get("transport") == "mqtt":
+        link = f"mqtt {uplink.get('host')}:{uplink.get('port', 1883)} as {uplink.get('user')}"
+    else:
+        link = f"{uplink.get('transport')} {uplink.get('baud', '')}".strip()
+    key = "present" if config.get("key") else "MISSING"
+    try:
+        cfg = f", birth cfg {birth_digest(config)}"
+    except (TypeError, ValueError):
+        cfg = ""
+    return (f"node {config.get('node')}, {config.get('role')} on {config.get('board')}, at "
+            f"{_degrees(where.get('lat'))}, {_degrees(where.get('lon'))}; uplink {link}; key "
+            f"{key} (not shown){cfg}")
+
+
+def problems(state: BoardState) -> list[str]:
+    """What a technician should fix, in words."""
+    found = []
+    board_name = (state.config or {}).get("board")
+    wanted = None
+    if board_name in definitions.names():
+        wanted = definitions.load(str(board_name))["micropython"]
+    have = "{}.{}".format(*state.micropython[:2])
+    if wanted is not None and have != wanted:
+        found.append(f"MicroPython {state.micropython_text} is installed; this board's firmware "
+                     f"needs {wanted}: write it with citisense flash --micropython-image")
+    if not state.loader and any(slot.present for slot in state.slots.values()):
+        found.append("the citisense loader (/lib/citisense_loader.mpy) is missing, so nothing "
+                     "starts: flash again to restore it")
+    elif state.boots is None:
+        found.append("no complete application: install one with citisense flash")
+    if not state.has_config:
+        found.append("no config: this board has no identity; citisense provision, then flash "
+                     "with --config")
+    elif state.config is None:
+        found.append("the config file is damaged (not JSON): flash again with --config")
+    if state.fs_free < RESERVE:
+        found.append(f"flash almost full ({state.fs_free // 1024} KiB free): the application "
+                     "needs room for its queue")
+    if state.reset_cause in ("WDT_RESET", "BROWNOUT_RESET"):
+        found.append(f"last reset: {RESET_CAUSES[state.reset_cause]}")
+    return found
+
+
+def report(state: BoardState, port: str) -> list[str]:
+    mpy = state.mpy_version
+    lines = [
+        f"board        {port}: {state.machine or state.platform}"
+        + (f", id {state.uid}" if state.uid else ""),
+        f"micropython  {state.micropython_text} (.mpy v{mpy[0]}.{mpy[1]})",
+        f"flash        {state.fs_free / 1024:.0f} KiB free of {state.fs_total / 1024:.0f} KiB",
+        f"ram          {state.ram_free / 1024:.0f} KiB free, {state.ram_used / 1024:.0f} KiB "
+        "used (after gc)",
+        f"reset cause  {RESET_CAUSES.get(state.reset_cause or '', state.reset_cause or 'unknown')}",
+    ]
+    for name in sorted(state.slots):
+        lines.append(f"slot {name}       {_slot_text(state, name)}")
+    if state.config is not None:
+        lines.append(f"config       {_config_text(state.config)}")
+    found = problems(state)
+    lines.append("problems     " + ("none" if not found else found[0]))
+    lines += [f"             {problem}" for problem in found[1:]]
+    return lines
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "doctor", help="show what a board holds and what is wrong with it",
+        description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--port", default="auto",
+                        help="serial port of the board, or auto (default)")
+    parser.add_argument("--json", action="store_true", help="print the state as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    port = find_port() if args.port == "auto" else args.port
+    link = SerialLink(port)
+    try:
+        state = probe(link)
+    finally:
+        link.close()
+    if args.json:
+        print(json.dumps(dict(dataclasses.asdict(state), problems=problems(state)), indent=1))
+    else:
+        print("\n".join(report(state, port)))
+    return 0

@@ -1,0 +1,156 @@
+"""citisense provision: a new identity registered with the gateway's registry, a config
+file the firmware accepts, created 0600, and secrets that never reach the screen or logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from citisense_firmware import config as firmware_config
+from citisense_gateway import acl
+from citisense_gateway.store import open_store
+from citisense_gateway.store.base import Node
+from citisense_tools import cli, provision
+
+STREET = ["--lat", "52.0907", "--lon", "5.1214", "--zone", "centre", "--street", "oudegracht"]
+
+
+def _nodes(url: str) -> list[Node]:
+    async def read() -> list[Node]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await store.nodes()
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, store_url: str) -> Callable[..., int]:
+    monkeypatch.setattr(cli, "REGISTRARS", [provision.register])
+
+    def run(*args: str) -> int:
+        return cli.main(["provision", "--store", store_url, "--user", "tech-anna", *args])
+
+    return run
+
+
+def test_provision_registers_the_node_and_writes_its_config(
+        run: Callable[..., int], tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "node.json"
+    assert run("--role", "lighting", "--board", "olimex-esp32-poe", "--broker-host",
+               "broker.city", "--out", str(out), *STREET) == 0
+    printed = capsys.readouterr()
+    raw = out.read_bytes()
+    doc = json.loads(raw)
+
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    config = firmware_config.parse_config(raw)
+    assert isinstance(config, firmware_config.Config), config
+    assert (config.node_id, config.role, config.board) == (1, "lighting", "olimex-esp32-poe")
+    assert config.location == [520907000, 51214000]
+    assert doc["uplink"] == {"transport": "mqtt", "host": "broker.city", "port": 1883,
+                             "user": "1", "password": doc["uplink"]["password"]}
+
+    (node,) = _nodes(store_url)
+    assert node.node_id == 1 and node.mac_key == bytes.fromhex(doc["key"])
+    assert len(node.mac_key) == 32 and node.mac_key != bytes(32)
+    assert acl.verify_password(doc["uplink"]["password"], node.broker_hash)
+    assert (node.zone, node.street, node.lat, node.lon) == ("centre", "oudegracht", 52.0907,
+                                                            5.1214)
+
+    for secret in (doc["key"], doc["key"].upper(), doc["uplink"]["password"]):
+        assert secret not in printed.out and secret not in printed.err
+        assert secret not in caplog.text
+    assert "node 1 registered" in printed.out
+
+
+def test_the_file_is_private_whatever_the_umask(run: Callable[..., int], tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        assert run("--role", "air", "--board", "olimex-esp32-poe", "--broker-host", "b",
+                   "--out", str(tmp_path / "n.json"), *STREET) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "n.json").stat().st_mode) == 0o600
+
+
+def test_ids_are_allocated_and_never_reused(run: Callable[..., int], tmp_path: Path, store_url: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--board", "olimex-esp32-poe", "--broker-host", "b", *STREET]
+    assert run("--role", "parking", "--out", str(tmp_path / "a.json"), *common) == 0
+    assert run("--role", "parking", "--out", str(tmp_path / "b.json"), *common) == 0
+    assert [n.node_id for n in _nodes(store_url)] == [1, 2]
+    keys = {json.loads((tmp_path / f).read_text())["key"] for f in ("a.json", "b.json")}
+    assert len(keys) == 2
+    capsys.readouterr()
+    assert run("--role", "parking", "--node", "2", "--out", str(tmp_path / "c.json"),
+               *common) == 2
+    assert "node 2 is already registered" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_an_existing_file_is_never_overwritten(
+        run: Callable[..., int], tmp_path: Path, store_url: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "node.json"
+    out.write_text("another node's key")
+    assert run("--role", "lighting", "--board", "olimex-esp32-poe", "--broker-host", "b",
+               "--out", str(out), *STREET) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_text() == "another node's key"
+    assert _nodes(store_url) == []  # refused before registering anything
+
+
+def test_a_config_that_cannot_be_written_undoes_the_registration(
+        run: Callable[..., int], tmp_path: Path, store_url: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--role", "lighting", "--board", "olimex-esp32-poe", "--broker-host", "b",
+               "--out", str(tmp_path / "missing-folder" / "n.json"), *STREET) == 2
+    assert "cannot create" in capsys.readouterr().err
+    assert _nodes(store_url) == []
+
+
+def test_wifi_boards_need_a_network_and_get_it_in_their_config(
+        run: Callable[..., int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--role", "lighting", "--board", "esp32-devkitc", "--broker-host", "b", *STREET]
+    assert run(*common, "--out", str(tmp_path / "a.json")) == 2
+    assert "--wifi-ssid" in capsys.readouterr().err
+    monkeypatch.setenv(provision.WIFI_PASSWORD_ENV, "wifi-secret-123")
+    assert run(*common, "--wifi-ssid", "city-iot", "--out", str(tmp_path / "b.json")) == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["wifi"] == {"ssid": "city-iot", "password": "wifi-secret-123"}
+    assert "wifi-secret-123" not in capsys.readouterr().out
+    assert isinstance(firmware_config.parse_config((tmp_path / "b.json").read_bytes()),
+                      firmware_config.Config)
+
+
+def test_a_serial_node_gets_no_broker_credentials(run: Callable[..., int], tmp_path: Path) -> None:
+    assert run("--role", "parking", "--board", "esp32-devkitc", "--serial", "--baud", "57600",
+               "--out", str(tmp_path / "n.json"), *STREET) == 0
+    doc = json.loads((tmp_path / "n.json").read_text())
+    assert doc["uplink"] == {"transport": "serial", "baud": 57600}
+
+
+def test_bad_places_are_refused_in_words(run: Callable[..., int], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--role", "lighting", "--board", "olimex-esp32-poe", "--broker-host", "b",
+               "--lat", "95", "--lon", "5", "--out", str(tmp_path / "n.json")) == 2
+    assert "location.lat" in capsys.readouterr().err
