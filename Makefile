@@ -1,19 +1,23 @@
 # Two commands for a fresh Debian machine (run as root, or with the packages below present):
 #   make demo   run the gateway, a small fleet and the dashboard on embedded defaults
 #   make test   install everything needed and run every test tier
+#   make bench  run the benchmarks; one JSON line each, also in var/bench/results.jsonl
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tiers need, as command=package pairs.
 DEBIAN_TOOLS := node=nodejs npm=npm mosquitto=mosquitto mosquitto_sub=mosquitto-clients iverilog=iverilog chromium=chromium
 
-.PHONY: test demo deps system-deps lint typecheck mpy-check unit clean
+.PHONY: test demo bench deps system-deps lint typecheck mpy-check clean
 
 test: deps lint typecheck mpy-check
 	$(PY) -m pytest
 
 demo: deps
 	$(VENV)/bin/citisense demo
+
+bench: deps
+	$(PY) -m citisense_tools.bench
 
 deps: system-deps $(VENV)/.installed node_modules/.installed
 
