@@ -50,6 +50,7 @@ from citisense_tools import node_config
 from citisense_tools.errors import CommandError
 from citisense_tools.fleet_hal import Reset, StreetHal
 from citisense_tools.fleet_street import Traffic
+from citisense_tools.gateway_store import store_url
 
 _app: Any = importlib.import_module("citisense_firmware.app")
 
@@ -466,20 +467,9 @@ def parse_mix(text: str) -> dict[str, int]:
     return mix
 
 
-def _store_url(args: argparse.Namespace) -> str:
-    if args.store:
-        return str(args.store)
-    from citisense_gateway import config as gateway_config
-
-    try:
-        return gateway_config.load(args.gateway_config).store_url
-    except (gateway_config.ConfigError, OSError) as err:
-        raise CommandError(f"cannot read the gateway's configuration: {err}") from None
-
-
 def _provision(args: argparse.Namespace, count: int) -> list[NodeSpec]:
     async def work() -> list[NodeSpec]:
-        store = open_store(_store_url(args))
+        store = open_store(store_url(args))
         await store.open()
         try:
             return await provision_nodes(store, count, mix=parse_mix(args.mix), user=args.user,

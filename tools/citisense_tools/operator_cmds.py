@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from citisense_tools.errors import CommandError
+from citisense_tools.gateway_store import store_url
 
 URL_ENV = "CITISENSE_API_URL"
 TOKEN_ENV = "CITISENSE_API_TOKEN"
@@ -484,17 +485,6 @@ def run_bays(args: argparse.Namespace) -> int:
 
 
 # -- users ----------------------------------------------------------------------------------
-def _store_url(args: argparse.Namespace) -> str:
-    if args.store:
-        return str(args.store)
-    from citisense_gateway import config as gateway_config
-
-    try:
-        return gateway_config.load(args.gateway_config).store_url
-    except (gateway_config.ConfigError, OSError) as err:
-        raise CommandError(f"cannot read the gateway's configuration: {err}") from None
-
-
 def local(args: argparse.Namespace) -> bool:
     """Straight to the database: asked for, or nobody is logged in (the first admin)."""
     return bool(args.store or args.gateway_config or not api_token(args))
@@ -506,7 +496,7 @@ async def _local_users(args: argparse.Namespace, password: str | None) -> Any:
     from citisense_gateway.store import open_store
     from citisense_gateway.store.base import StoreError
 
-    url = _store_url(args)
+    url = store_url(args)
     by = f"cli:{getpass.getuser()}"
     try:
         store = open_store(url)

@@ -18,6 +18,7 @@ from typing import Any
 from citisense_boards import definitions
 from citisense_tools import node_config
 from citisense_tools.errors import CommandError
+from citisense_tools.gateway_store import store_url
 from citisense_tools.registration import Identity, NodeInfo, register_node, unregister_node
 
 WIFI_PASSWORD_ENV = "CITISENSE_WIFI_PASSWORD"
@@ -66,17 +67,6 @@ def write_secret_file(path: Path, data: bytes) -> None:
         raise CommandError(f"cannot write {path}: {err.strerror or err}") from None
 
 
-def _store_url(args: argparse.Namespace) -> str:
-    if args.store:
-        return str(args.store)
-    from citisense_gateway import config as gateway_config
-
-    try:
-        return gateway_config.load(args.gateway_config).store_url
-    except (gateway_config.ConfigError, OSError) as err:
-        raise CommandError(f"cannot read the gateway's configuration: {err}") from None
-
-
 def _wifi_password(args: argparse.Namespace) -> str | None:
     if not args.wifi_ssid:
         return None
@@ -111,9 +101,9 @@ def provision(args: argparse.Namespace) -> tuple[Identity, Path]:
     problem = node_config.problem(draft)
     if problem:
         raise CommandError(f"the node's config would be refused by the firmware: {problem}")
-    store_url = _store_url(args)
+    url = store_url(args)
     identity = register_node(
-        store_url,
+        url,
         NodeInfo(args.role, zone=args.zone, street=args.street, lat=args.lat, lon=args.lon,
                  label=args.label),
         user=args.user, node_id=args.node)
@@ -121,7 +111,7 @@ def provision(args: argparse.Namespace) -> tuple[Identity, Path]:
     try:
         write_secret_file(out, node_config.encode(config_doc(identity, args, wifi_password)))
     except BaseException:
-        unregister_node(store_url, identity.node_id, user=args.user)
+        unregister_node(url, identity.node_id, user=args.user)
         raise
     return identity, out
 
