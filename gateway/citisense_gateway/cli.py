@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import getpass
 import json
+import os
 import sys
 import time
 import tomllib
@@ -118,12 +119,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- nodes ----------------------------------------------------------------------------------
 async def _node_add(args: argparse.Namespace, store: Store) -> int:
-    p = await registry.provision(store, args.id, args.role, user=_user(args), zone=args.zone,
-                                 street=args.street, lat=args.lat, lon=args.lon,
-                                 label=args.label)
-    # Shown once: write both to the node (citisense provisioning); only hashes stay here.
-    _print({"node": p.node.node_id, "role": p.node.role, "mac_key": p.mac_key.hex(),
-            "broker_user": acl.node_user(p.node.node_id), "broker_password": p.broker_password})
+    # The secrets go once into a new file only its owner can read (never to the terminal
+    # or a log); only their hashes stay in the gateway. The file is claimed before the
+    # node is registered, so a registered node never ends up with its secrets lost.
+    secrets_file = Path(args.secrets_out or f"node-{args.id}.secrets.json")
+    try:
+        fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise registry.RegistryError(
+            f"{secrets_file} already exists: move it away or give --secrets-out") from None
+    try:
+        p = await registry.provision(store, args.id, args.role, user=_user(args),
+                                     zone=args.zone, street=args.street, lat=args.lat,
+                                     lon=args.lon, label=args.label)
+    except BaseException:
+        os.close(fd)
+        secrets_file.unlink()
+        raise
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"node": p.node.node_id, "mac_key": p.mac_key.hex(),
+                   "broker_user": acl.node_user(p.node.node_id),
+                   "broker_password": p.broker_password}, handle, indent=1)
+    _print({"node": p.node.node_id, "role": p.node.role,
+            "broker_user": acl.node_user(p.node.node_id), "secrets_file": str(secrets_file)})
     return 0
 
 
@@ -299,7 +317,8 @@ async def _audit(args: argparse.Namespace, store: Store) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from citisense_gateway import bench_ingest
 
-    return bench_ingest.main(["--messages", str(args.messages), "--store", args.bench_store])
+    return bench_ingest.main(["--messages", str(args.messages), "--store", args.bench_store,
+                              "--instances", str(args.instances)])
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -336,7 +355,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     node = add("node", None, "register and list nodes")
     nsub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
-    for name, fn, text in (("add", _node_add, "provision a node: prints its key and password"),
+    for name, fn, text in (("add", _node_add, "provision a node (secrets to a 0600 file)"),
                            ("list", _node_list, "list registered nodes"),
                            ("remove", _node_remove, "remove a node")):
         p = nsub.add_parser(name, help=text)
@@ -349,6 +368,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             p.add_argument("--lat", type=float)
             p.add_argument("--lon", type=float)
             p.add_argument("--label", default="")
+            if name == "add":
+                p.add_argument("--secrets-out", metavar="FILE",
+                               help="new file (mode 0600) for the node's key and broker "
+                                    "password (default node-ID.secrets.json)")
         if name in ("add", "list"):
             p.add_argument("--zone", default="" if name == "add" else None)
             p.add_argument("--street", default="" if name == "add" else None)
@@ -423,6 +446,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add("bench", cmd_bench, "ingest benchmark against a private Mosquitto")
     p.add_argument("--messages", type=int, default=50_000)
     p.add_argument("--bench-store", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--instances", type=int, default=1,
+                   help="also measure this many gateway processes on a shared subscription")
 
 
 def main(argv: list[str] | None = None) -> int:

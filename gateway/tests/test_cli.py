@@ -25,14 +25,27 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
 
 
 def test_provision_and_broker_files(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    secrets_file = tmp_path / "node-7.secrets.json"
     code, out, _ = run("node", "add", "7", "--role", "lighting", "--zone", "centre",
                        "--street", "Kerkstraat", "--lat", "52.37", "--lon", "4.89",
-                       "--label", "lamp 7, Kerkstraat")
-    assert code == 0
-    assert len(bytes.fromhex(str(out[0]["mac_key"]))) == 32 and out[0]["broker_user"] == "7"
-    code, _, err = run("node", "add", "7", "--role", "lighting")
+                       "--label", "lamp 7, Kerkstraat", "--secrets-out", str(secrets_file))
+    assert code == 0 and out[0]["broker_user"] == "7"
+    secrets = json.loads(secrets_file.read_text())
+    assert len(bytes.fromhex(secrets["mac_key"])) == 32
+    shown = json.dumps(out)
+    assert secrets["mac_key"] not in shown and secrets["broker_password"] not in shown
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    code, _, err = run("node", "add", "7", "--role", "lighting", "--secrets-out",
+                       str(tmp_path / "again.json"))
     assert code == 2 and err.strip() == "citisense gateway: node 7 is already registered"
-    code, _, err = run("node", "add", "8", "--role", "air", "--lat", "52")
+    assert not (tmp_path / "again.json").exists()  # nothing half-made is left behind
+    code, _, err = run("node", "add", "9", "--role", "lighting", "--secrets-out",
+                       str(secrets_file))
+    assert code == 2 and "already exists" in err
+    code, out, _ = run("node", "list")
+    assert [n["node"] for n in out] == [7]  # node 9 was not registered without its secrets
+    code, _, err = run("node", "add", "8", "--role", "air", "--lat", "52", "--secrets-out",
+                       str(tmp_path / "eight.json"))
     assert code == 2 and "both latitude and longitude" in err
     code, out, _ = run("broker-config", "--out", str(tmp_path / "broker"), "--port", "8883")
     assert code == 0 and out[0]["accounts"] == 2
@@ -48,8 +61,9 @@ def test_provision_and_broker_files(run, tmp_path: Path) -> None:  # type: ignor
 
 def test_schedules_commands_and_views(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("node", "add", "7", "--role", "lighting", "--street", "Kerkstraat", "--lat", "52.37",
-        "--lon", "4.89")
-    run("node", "add", "8", "--role", "parking", "--zone", "market")
+        "--lon", "4.89", "--secrets-out", str(tmp_path / "7.json"))
+    run("node", "add", "8", "--role", "parking", "--zone", "market", "--secrets-out",
+        str(tmp_path / "8.json"))
     definition = tmp_path / "night.toml"
     definition.write_text('timezone = "Europe/Amsterdam"\n'
                           '[[steps]]\nat = "dusk"\nlevel = 100\n'
