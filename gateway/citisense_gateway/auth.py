@@ -31,27 +31,34 @@ def _bstr_head(length: int) -> bytes:
     return b"\x5a" + length.to_bytes(4, "big")
 
 
-def unwrap(message: bytes) -> tuple[bytes, bytes]:
-    """(body, tag) of a canonical COSE_Mac0, as mac.unwrap; raises its DecodeError."""
-    end = len(message)
-    if end >= 13 and message[:3] == _HEAD:
+def _span(message: bytes) -> tuple[int, int]:
+    """(start, stop) of the body in a canonical COSE_Mac0; (-1, 0) if not canonical."""
+    if len(message) >= 13 and message[:3] == _HEAD:
         head = message[3]
         if 0x40 <= head <= 0x57:
             start, size = 4, head - 0x40
         elif head == 0x58:
             start, size = 5, message[4]
             if size < 24:
-                start = -1
+                return -1, 0
         elif head == 0x59:
             start, size = 6, (message[4] << 8) | message[5]
             if size < 0x100:
-                start = -1
+                return -1, 0
         else:
-            start, size = -1, 0
+            return -1, 0
         stop = start + size
-        if start > 0 and stop + 9 == end and message[stop] == _TAG_HEAD:
-            return message[start:stop], message[stop + 1 :]
-    return mac.unwrap(message)
+        if stop + 9 == len(message) and message[stop] == _TAG_HEAD:
+            return start, stop
+    return -1, 0
+
+
+def unwrap(message: bytes) -> tuple[bytes, bytes]:
+    """(body, tag) of a canonical COSE_Mac0, as mac.unwrap; raises its DecodeError."""
+    start, stop = _span(message)
+    if start < 0:
+        return mac.unwrap(message)
+    return message[start:stop], message[stop + 1 :]
 
 
 class MacKey:
@@ -76,3 +83,21 @@ class MacKey:
 
     def check(self, body: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(self.tag(body), tag)
+
+    def open(self, message: bytes) -> bytes | None:
+        """The body of `message` if this key made its tag, else None; DecodeError if malformed.
+
+        In the canonical layout the body's bstr head in the message is the one the
+        MAC_structure holds, so head and body are hashed straight from the message.
+        """
+        start, stop = _span(message)
+        if start < 0:
+            body, tag = mac.unwrap(message)
+            return body if self.check(body, tag) else None
+        inner = self._inner.copy()
+        inner.update(message[3:stop])
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        if hmac.compare_digest(outer.digest()[: mac.TAG_LENGTH], message[stop + 1 :]):
+            return message[start:stop]
+        return None

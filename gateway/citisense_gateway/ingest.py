@@ -1,9 +1,10 @@
 """The ingest pipeline: check each received uplink, store it once, then acknowledge it.
 
-Transports (MQTT, serial) hand payloads to offer() in arrival order. One consumer task
-checks them (uplink.py), sorts them into the open batch and commits batches one at a
-time; a batch's messages are acknowledged to their transport only after its commit, in
-arrival order. Rejected payloads are quarantined in the same transaction and
+Transports (MQTT, serial) hand payloads to offer() or, a whole socket read at once, to
+offer_many(), in arrival order. One consumer task checks them (uplink.py), sorts them into
+the open batch and commits batches one at a time, taking the next batch while the last
+one commits; a batch's messages are acknowledged to their transport only after its
+commit, in arrival order. Rejected payloads are quarantined in the same transaction and
 acknowledged too: redelivering them would not make them valid.
 
 Exactly-once: the store key is (node, boot, seq). A counter that the node's replay
@@ -43,7 +44,9 @@ log = logging.getLogger("citisense.ingest")
 
 ROLE_OF_LENGTH = {length: messages.ROLE_NAMES[role]
                   for length, role in messages.ROLE_BY_LENGTH.items()}
+TELEMETRY_LENGTH = {role: length for length, role in ROLE_OF_LENGTH.items()}
 QUARANTINE_PAYLOAD = 512  # bytes of a refused payload kept for forensics
+SLICE = 200  # messages taken between two turns of the event loop (a few milliseconds)
 KIND_NAMES = {kind: messages.KIND_NAMES[kind] for kind in uplink.UPLINK_KINDS}
 
 
@@ -65,19 +68,39 @@ class Source(Protocol):
     def acknowledge(self, outcomes: list[Outcome]) -> None: ...
 
 
-class _Delivery(NamedTuple):
-    source: Source
+class Received(Protocol):
+    """One received payload: an MQTT PUBLISH (mqtt_wire.Publish) or a serial frame."""
+
+    @property
+    def topic(self) -> str | None: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def packet_id(self) -> int: ...  # the transport's handle, returned as Outcome.token
+
+
+class _Frame(NamedTuple):
     topic: str | None
     payload: bytes
-    token: int
-    received_at: float
+    packet_id: int
+
+
+class _Chunk:
+    """Payloads received together: one source, one receipt time."""
+
+    __slots__ = ("items", "next", "received_at", "source")
+
+    def __init__(self, source: Source, received_at: float, items: Sequence[Received]) -> None:
+        self.source = source
+        self.received_at = received_at
+        self.items = items
+        self.next = 0  # the first item not taken into a batch yet
 
 
 class _Batch:
     def __init__(self) -> None:
         self.data = IngestBatch()
         self.outcomes: dict[Source, list[Outcome]] = {}
-        self.keys: set[tuple[int, int, int]] = set()
         self.size = 0
         self.opened = 0.0  # loop time of the first message
         self.oldest = 0.0  # wall time of the first message
@@ -86,6 +109,26 @@ class _Batch:
         self.kinds: dict[int, int] = {}
         self.received: dict[str, int] = {}  # per transport
         self.node_lag: float | None = None
+        self._keys: set[tuple[int, int, int]] = set()
+        self._keyed = 0  # rows in _keys
+
+    def outcomes_of(self, source: Source) -> list[Outcome]:
+        outcomes = self.outcomes.get(source)
+        if outcomes is None:
+            outcomes = self.outcomes[source] = []
+        return outcomes
+
+    def count(self, source: Source, taken: int) -> None:
+        self.size += taken
+        self.received[source.name] = self.received.get(source.name, 0) + taken
+
+    def holds(self, key: tuple[int, int, int]) -> bool:
+        """The batch stores (node, boot, seq). Only duplicates ask: the set is built then."""
+        rows = self.data.uplinks
+        if self._keyed < len(rows):
+            self._keys.update([(r.node_id, r.boot, r.seq) for r in rows[self._keyed :]])
+            self._keyed = len(rows)
+        return key in self._keys
 
 
 Observer = Callable[[IngestBatch], Awaitable[None]]
@@ -105,10 +148,11 @@ class Ingest:
         self.retry_after = retry_after  # when a command answered failed/busy is resent
         self.observers = list(observers)
         self.clock = clock
-        self._inbox: deque[_Delivery] = deque()
+        self._inbox: deque[_Chunk] = deque()
         self._wake = asyncio.Event()
         self._batch = _Batch()
-        self._pending: set[tuple[int, int, int]] = set()  # in a batch not yet committed
+        self._sealed: list[_Batch] = []  # sealed, not committed yet
+        self._taking = asyncio.Lock()  # one taker at a time: run(), or flush() meanwhile
         self._windows: dict[int, ReplayWindow] = {}
         self._births: dict[int, tuple[int, int] | None] = {}
         self._committing: asyncio.Task[None] | None = None
@@ -116,13 +160,18 @@ class Ingest:
 
     # -- transports call these ---------------------------------------------------------------
     def offer(self, source: Source, topic: str | None, payload: bytes, token: int) -> None:
-        self._inbox.append(_Delivery(source, topic, payload, token, self.clock()))
-        if not self._wake.is_set():
-            self._wake.set()
+        self.offer_many(source, [_Frame(topic, payload, token)])
+
+    def offer_many(self, source: Source, items: Sequence[Received]) -> None:
+        """Payloads received together (one read of the transport), in arrival order."""
+        if items:
+            self._inbox.append(_Chunk(source, self.clock(), items))
+            if not self._wake.is_set():
+                self._wake.set()
 
     @property
     def backlog(self) -> int:
-        return len(self._inbox) + self._batch.size
+        return sum(len(c.items) - c.next for c in self._inbox) + self._batch.size
 
     # -- consumer ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -136,44 +185,61 @@ class Ingest:
                         timeout = max(0.0, self._batch.opened + self.batch_interval - loop.time())
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)
-                while self._inbox and self._batch.size < self.batch_size:
-                    delivery = self._inbox.popleft()
-                    if not self._batch.size:
-                        self._batch.opened = loop.time()
-                        self._batch.oldest = delivery.received_at
-                    if not self._take_now(delivery):
-                        await self._take(delivery)
-                batch = self._batch
-                if batch.size >= self.batch_size or (
-                    batch.size and loop.time() >= batch.opened + self.batch_interval
-                ):
-                    await self._seal()
+                async with self._taking:
+                    await self._fill()
+                    batch = self._batch
+                    if batch.size >= self.batch_size or (
+                        batch.size and loop.time() >= batch.opened + self.batch_interval
+                    ):
+                        await self._seal()
         finally:
             if self._committing is not None:
                 await asyncio.shield(self._committing)
 
     async def flush(self) -> None:
-        """Commit everything received so far (shutdown, tests)."""
-        while self._inbox:
-            delivery = self._inbox.popleft()
-            if not self._batch.size:
-                self._batch.oldest = delivery.received_at
-            if not self._take_now(delivery):
-                await self._take(delivery)
-        if self._batch.size:
-            await self._seal()
+        """Commit everything received so far (shutdown, tests; also while run() runs)."""
+        async with self._taking:
+            while self._inbox:
+                await self._fill()
+                if self._batch.size >= self.batch_size:
+                    await self._seal()
+            if self._batch.size:
+                await self._seal()
         if self._committing is not None:
-            await self._committing
+            await asyncio.shield(self._committing)
+
+    async def _fill(self) -> None:
+        """Take received payloads into the open batch until it is full or none is left."""
+        inbox = self._inbox
+        while inbox and self._batch.size < self.batch_size:
+            chunk = inbox[0]
+            if not self._batch.size:
+                self._batch.opened = asyncio.get_running_loop().time()
+                self._batch.oldest = chunk.received_at
+            self._take_now(chunk)
+            if chunk.next < len(chunk.items) and self._batch.size < self.batch_size:
+                await self._take(chunk)
+            if chunk.next == len(chunk.items):
+                inbox.popleft()
+            # Let the loop run between slices: the commit of the previous batch, its
+            # acknowledgements and the sockets must not wait for a whole batch.
+            await asyncio.sleep(0)
 
     async def _seal(self) -> None:
         batch, self._batch = self._batch, _Batch()
-        if self._committing is not None:
-            # One commit at a time keeps acknowledgements in order; shielded so that
-            # cancelling the consumer never abandons a batch halfway through its commit.
-            await asyncio.shield(self._committing)
-        self._committing = asyncio.create_task(self._commit(batch))
+        self._sealed.append(batch)
+        previous = self._committing
+        # Commits run one after the other, which keeps acknowledgements in order. The task
+        # exists at once: cancelling the consumer never abandons a sealed batch.
+        self._committing = asyncio.create_task(self._commit(batch, previous))
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # at most one batch waits for its commit
+        else:
+            await asyncio.sleep(0)  # let the commit start before taking the next batch
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: _Batch, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
         delay = 0.1
         while True:
             try:
@@ -190,7 +256,7 @@ class Ingest:
                 source.acknowledge(outcomes)
             except Exception:
                 log.exception("acknowledging to %s failed", source.name)
-        self._pending -= batch.keys
+        self._sealed.remove(batch)
         self.committed += batch.size
         m = self.metrics
         raced = len(batch.data.uplinks) - stored  # stored meanwhile by another instance
@@ -211,111 +277,127 @@ class Ingest:
             except Exception:
                 log.exception("ingest observer failed")
 
-    # -- one message ------------------------------------------------------------------------
-    def _take_now(self, d: _Delivery) -> bool:
-        """The common case, without awaiting: a known node, a counter above its window.
+    # -- messages ----------------------------------------------------------------------------
+    def _take_now(self, chunk: _Chunk) -> None:
+        """Take the chunk's messages of the common case, without awaiting: a known node, a
+        counter above its window.
 
-        False leaves the message to _take: a node's first message since start, an unknown
-        node, a counter already seen (duplicate or replay), a will, a serial frame.
+        Stops at the first one left to _take (a node's first message since start, an unknown
+        node, a counter already seen, a will, a serial frame) or when the batch is full.
         """
-        if d.topic is None:
-            return False
-        try:
-            uplink.check_size(d.payload)
-            node, topic_kind = uplink.parse_topic(d.topic)
-            found = self.keyring.get(node)
-            window = self._windows.get(node)
-            if found is None or window is None:
-                return False
-            body = self._check(d.payload, found, node, topic_kind)
-        except Rejection as r:
-            self._settle_refused(d, r)
-            return True
-        kind = body[messages.KEY_KIND]
-        boot = body[messages.KEY_BOOT]
-        seq = body[messages.KEY_SEQ]
-        counter = (boot << 32) | seq
-        if kind == messages.WILL or counter <= window.highest:
-            return False
-        window.accept(counter)
-        if kind == messages.BIRTH:
-            self._births[node] = (boot, seq)
-        self._settle_stored(d, body, node, boot, seq)
-        return True
-
-    async def _take(self, d: _Delivery) -> None:
-        try:
-            body = await self._open(d)
-        except Rejection as r:
-            self._settle_refused(d, r)
-            return
-        node = body[messages.KEY_NODE]
-        boot = body[messages.KEY_BOOT]
-        seq = body[messages.KEY_SEQ]
-        try:
-            fresh = await self._fresh(body, node, boot, seq)
-        except Rejection as r:
-            self._settle_refused(d, r, boot, seq)
-            return
-        if fresh:
-            self._settle_stored(d, body, node, boot, seq)
-        else:
-            self._outcomes(d).append(Outcome(d.token, node, boot, seq, True))
-            self._batch.duplicates += 1
-
-    def _outcomes(self, d: _Delivery) -> list[Outcome]:
         batch = self._batch
-        batch.size += 1
-        name = d.source.name
-        batch.received[name] = batch.received.get(name, 0) + 1
-        outcomes = batch.outcomes.get(d.source)
-        if outcomes is None:
-            outcomes = batch.outcomes[d.source] = []
-        return outcomes
+        items = chunk.items
+        first = i = chunk.next
+        end = min(len(items), first + self.batch_size - batch.size, first + SLICE)
+        source = chunk.source
+        outcomes = batch.outcomes_of(source)
+        keys = self.keyring
+        windows = self._windows
+        while i < end:
+            item = items[i]
+            topic = item.topic
+            if topic is None:
+                break
+            try:
+                uplink.check_size(item.payload)
+                node, topic_kind = uplink.parse_topic(topic)
+                found = keys.get(node)
+                window = windows.get(node)
+                if found is None or window is None:
+                    break
+                raw = uplink.authenticate(item.payload, found.mac, node)
+                body = (uplink.plain_telemetry(raw, node, TELEMETRY_LENGTH.get(found.role, 0))
+                        if topic_kind == messages.TELEMETRY else None)
+                if body is None:
+                    body = self._judge(raw, found, node, topic_kind)
+            except Rejection as r:
+                self._refuse(outcomes, chunk, item, r)
+                i += 1
+                continue
+            kind = body[messages.KEY_KIND]
+            boot = body[messages.KEY_BOOT]
+            seq = body[messages.KEY_SEQ]
+            counter = (boot << 32) | seq
+            if kind == messages.WILL or counter <= window.highest:
+                break
+            window.accept(counter)
+            if kind == messages.BIRTH:
+                self._births[node] = (boot, seq)
+            # tuple.__new__: a NamedTuple's own __new__ is a Python call.
+            outcomes.append(tuple.__new__(Outcome, (item.packet_id, node, boot, seq, True)))
+            self._store(body, node, kind, chunk)
+            i += 1
+        batch.count(source, i - first)
+        chunk.next = i
 
-    def _settle_refused(self, d: _Delivery, r: Rejection, boot: int = 0, seq: int = 0) -> None:
-        self._outcomes(d).append(Outcome(d.token, r.node_id or 0, boot, seq, False))
+    async def _take(self, chunk: _Chunk) -> None:
+        """Take the chunk's next message, awaiting the store or the registry if need be."""
+        item = chunk.items[chunk.next]
+        outcomes = self._batch.outcomes_of(chunk.source)
+        try:
+            body = await self._open(item, chunk.source)
+            node = body[messages.KEY_NODE]
+            boot = body[messages.KEY_BOOT]
+            seq = body[messages.KEY_SEQ]
+        except Rejection as r:
+            self._refuse(outcomes, chunk, item, r)
+        else:
+            try:
+                fresh = await self._fresh(body, node, boot, seq)
+            except Rejection as r:
+                self._refuse(outcomes, chunk, item, r, boot, seq)
+            else:
+                outcomes.append(Outcome(item.packet_id, node, boot, seq, True))
+                if fresh:
+                    self._store(body, node, body[messages.KEY_KIND], chunk)
+                else:
+                    self._batch.duplicates += 1
+        self._batch.count(chunk.source, 1)
+        chunk.next += 1
+
+    def _refuse(self, outcomes: list[Outcome], chunk: _Chunk, item: Received, r: Rejection,
+                boot: int = 0, seq: int = 0) -> None:
+        outcomes.append(Outcome(item.packet_id, r.node_id or 0, boot, seq, False))
         batch = self._batch
         batch.rejected[r.reason] = batch.rejected.get(r.reason, 0) + 1
         batch.data.quarantine.append(QuarantineRow(
-            received_at=d.received_at, source=d.topic or d.source.name, reason=r.reason,
-            detail=r.detail, node_id=r.node_id, payload=d.payload[:QUARANTINE_PAYLOAD],
+            received_at=chunk.received_at, source=item.topic or chunk.source.name,
+            reason=r.reason, detail=r.detail, node_id=r.node_id,
+            payload=item.payload[:QUARANTINE_PAYLOAD],
         ))
 
-    def _settle_stored(self, d: _Delivery, body: dict[int, Any], node: int, boot: int,
-                       seq: int) -> None:
-        self._outcomes(d).append(Outcome(d.token, node, boot, seq, True))
+    def _store(self, body: dict[int, Any], node: int, kind: int, chunk: _Chunk) -> None:
         batch = self._batch
-        key = (node, boot, seq)
-        self._pending.add(key)
-        batch.keys.add(key)
-        kind = body[messages.KEY_KIND]
         batch.kinds[kind] = batch.kinds.get(kind, 0) + 1
+        received_at = chunk.received_at
+        via = chunk.source.name
         data = batch.data
-        data.uplinks.append(uplink.to_row(body, d.received_at, d.source.name))
-        data.twins[node] = twin.learn(data.twins.get(node), body, d.received_at, d.source.name)
+        data.uplinks.append(uplink.to_row(body, received_at, via))
+        data.twins[node] = twin.learn(data.twins.get(node), body, received_at, via)
         if kind == messages.ACK:
             command_id, result = body[messages.KEY_DATA]
-            state, next_attempt = ack_outcome(result, d.received_at, self.retry_after)
-            data.acks.append(CommandAck(node, command_id, result, d.received_at, state,
+            state, next_attempt = ack_outcome(result, received_at, self.retry_after)
+            data.acks.append(CommandAck(node, command_id, result, received_at, state,
                                         next_attempt))
         elif body[messages.KEY_TQ] != messages.TQ_UPTIME:
-            batch.node_lag = d.received_at - body[messages.KEY_TS]
+            batch.node_lag = received_at - body[messages.KEY_TS]
 
-    async def _open(self, d: _Delivery) -> dict[int, Any]:
-        uplink.check_size(d.payload)
-        if d.topic is not None:
-            node, topic_kind = uplink.parse_topic(d.topic)
+    async def _open(self, item: Received, source: Source) -> dict[int, Any]:
+        uplink.check_size(item.payload)
+        if item.topic is not None:
+            node, topic_kind = uplink.parse_topic(item.topic)
         else:
-            node, topic_kind = uplink.body_node(d.payload), 0
+            node, topic_kind = uplink.body_node(item.payload), 0
         found = self.keyring.get(node) or await self.keyring.find(node)
         if found is None:
             raise Rejection(uplink.UNKNOWN_NODE, f"node {node} is not registered", node)
-        return self._check(d.payload, found, node, topic_kind)
+        return self._judge(uplink.authenticate(item.payload, found.mac, node), found, node,
+                           topic_kind)
 
     @staticmethod
-    def _check(payload: bytes, found: NodeKey, node: int, topic_kind: int) -> dict[int, Any]:
-        body = uplink.open_message(payload, found.mac, node)
+    def _judge(raw: bytes, found: NodeKey, node: int, topic_kind: int) -> dict[int, Any]:
+        """The validated body of an authenticated message: it must fit its topic and role."""
+        body = uplink.decode(raw, node)
         if topic_kind:
             uplink.check_kind(topic_kind, body)
         kind = body[messages.KEY_KIND]
@@ -330,7 +412,8 @@ class Ingest:
 
     async def _fresh(self, body: dict[int, Any], node: int, boot: int, seq: int) -> bool:
         """True: store it; False: already stored (or about to be); Rejection: a replay."""
-        if (node, boot, seq) in self._pending:
+        key = (node, boot, seq)
+        if self._batch.holds(key) or any(batch.holds(key) for batch in self._sealed):
             return False
         window = self._windows.get(node)
         if window is None:

@@ -64,11 +64,12 @@ class MqttSettings:
     connect_timeout: float = 10.0
 
 
-PublishHandler = Callable[["MqttConnection", wire.Publish], None]
+PublishHandler = Callable[["MqttConnection", list[wire.Publish]], None]
 
 
 class MqttConnection(asyncio.Protocol):
-    """One connected session. on_publish(connection, packet) runs for each PUBLISH, in order."""
+    """One connected session. on_publish(connection, packets) runs once per received chunk
+    with its PUBLISH packets, in order."""
 
     # v3.1.1 brokers have no Receive Maximum: stop reading past this many unacknowledged.
     PAUSE_ABOVE = 4000
@@ -103,11 +104,12 @@ class MqttConnection(asyncio.Protocol):
         except wire.MqttProtocolError as err:
             self._fail(MqttError(f"broker sent malformed MQTT: {err}"))
             return
+        publishes: list[wire.Publish] = []
         for packet in packets:
-            if isinstance(packet, wire.Publish):
+            if type(packet) is wire.Publish:
+                publishes.append(packet)
                 if packet.qos:
                     self._unacked += 1
-                self.on_publish(self, packet)
             elif isinstance(packet, wire.Puback):
                 self._resolve(packet.packet_id, (packet.reason,))
             elif isinstance(packet, wire.Suback):
@@ -117,6 +119,8 @@ class MqttConnection(asyncio.Protocol):
                     self._connack.set_result(packet)
             elif isinstance(packet, wire.Disconnect):
                 self._fail(MqttError(f"broker disconnected us (reason 0x{packet.reason:02x})"))
+        if publishes:
+            self.on_publish(self, publishes)
         if self._unacked > self.PAUSE_ABOVE and not self._paused and self._transport:
             self._paused = True
             self._transport.pause_reading()

@@ -50,11 +50,11 @@ class MqttIngestLink:
         self.metrics = metrics
         self.connected = asyncio.Event()
 
-    def _on_publish(self, conn: MqttConnection, packet: mqtt_wire.Publish) -> None:
+    def _on_publish(self, conn: MqttConnection, packets: list[mqtt_wire.Publish]) -> None:
         session = self._sessions.get(conn)
         if session is None:
             session = self._sessions[conn] = _Session(conn)
-        self.ingest.offer(session, packet.topic, packet.payload, packet.packet_id)
+        self.ingest.offer_many(session, packets)
 
     async def run(self) -> None:
         self._sessions: dict[MqttConnection, _Session] = {}

@@ -205,50 +205,55 @@ DISCONNECT_PACKET = bytes((DISCONNECT << 4, 0))
 
 
 class PacketReader:
-    """Splits a byte stream into packets; feed() returns every packet it completes."""
+    """Splits a byte stream into packets; feed() returns every packet it completes.
+
+    PUBLISH packets, nearly all of the traffic, are decoded straight from the received
+    chunk: one copy of the payload, none of the packet.
+    """
 
     def __init__(self, version: int, max_packet: int) -> None:
         self.version = version
         self.max_packet = max_packet
-        self._buf = bytearray()
+        self._rest = bytearray()  # the start of a packet the last chunk did not complete
+        self._need = 0  # length the rest must reach to hold that packet (0: unknown yet)
 
     def feed(self, data: bytes) -> list[Packet]:
-        buf = self._buf
-        buf += data
+        if self._rest:
+            self._rest += data
+            if len(self._rest) < self._need:  # a large packet arriving in many chunks
+                return []
+            buf = bytes(self._rest)
+        else:
+            buf = bytes(data)
         packets: list[Packet] = []
         pos = 0
         end = len(buf)
+        need = 0
         while end - pos >= 2:
             first = buf[pos]
-            length = 0
-            shift = 0
-            i = pos + 1
-            complete = False
-            while i < end:  # remaining length: up to 4 bytes of 7 bits each
-                byte = buf[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    complete = True
+            length = buf[pos + 1]
+            i = pos + 2
+            if length & 0x80:  # a longer remaining length
+                length, i = _remaining_length(buf, pos + 1, end)
+                if i < 0:
                     break
-                shift += 7
-                if shift > 21:
-                    raise MqttProtocolError("remaining length longer than 4 bytes")
-            if not complete:
-                break
             if length > self.max_packet:
                 raise MqttProtocolError(f"packet of {length} bytes exceeds {self.max_packet}")
-            if end - i < length:
+            stop = i + length
+            if stop > end:
+                need = stop - pos
                 break
-            packets.append(self._decode(first, bytes(buf[i : i + length])))
-            pos = i + length
-        del buf[:pos]
+            if first >> 4 == PUBLISH:
+                packets.append(self._publish(first, buf, i, stop))
+            else:
+                packets.append(self._decode(first, buf[i:stop]))
+            pos = stop
+        self._rest = bytearray(buf[pos:])
+        self._need = need
         return packets
 
     def _decode(self, first: int, body: bytes) -> Packet:
         kind = first >> 4
-        if kind == PUBLISH:
-            return self._publish(first, body)
         if kind == PUBACK:
             if len(body) < 2:
                 raise MqttProtocolError("PUBACK too short")
@@ -264,28 +269,34 @@ class PacketReader:
             return Disconnect(body[0] if body else 0)
         raise MqttProtocolError(f"unexpected packet type {kind}")
 
-    def _publish(self, first: int, body: bytes) -> Publish:
+    def _publish(self, first: int, buf: bytes, start: int, stop: int) -> Publish:
+        """The PUBLISH whose variable header and payload are buf[start:stop]."""
         qos = (first >> 1) & 3
         if qos == 3:
             raise MqttProtocolError("PUBLISH with QoS 3")
-        if len(body) < 2:
+        if stop - start < 2:
             raise MqttProtocolError("PUBLISH too short")
-        topic_end = 2 + ((body[0] << 8) | body[1])
+        topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
         pos = topic_end
         packet_id = 0
         if qos:
-            packet_id = (body[pos] << 8) | body[pos + 1] if pos + 2 <= len(body) else -1
+            packet_id = (buf[pos] << 8) | buf[pos + 1] if pos + 2 <= stop else -1
             pos += 2
         if self.version == MQTT_5:
-            prop_len, pos = _read_varint(body, pos)
-            pos += prop_len
-        if pos > len(body) or packet_id < 0 or (qos and packet_id == 0):
+            if pos < stop and buf[pos] < 0x80:
+                pos += 1 + buf[pos]
+            else:
+                prop_len, pos = _read_varint(buf, pos)
+                pos += prop_len
+        if pos > stop or packet_id < 0 or (qos and packet_id == 0):
             raise MqttProtocolError("PUBLISH header runs past the packet")
         try:
-            topic = body[2:topic_end].decode("utf-8")
+            topic = buf[start + 2 : topic_end].decode("utf-8")
         except UnicodeDecodeError as err:
             raise MqttProtocolError("PUBLISH topic is not UTF-8") from err
-        return Publish(topic, body[pos:], qos, packet_id, bool(first & 0x08), bool(first & 1))
+        # tuple.__new__: a NamedTuple's own __new__ is a Python call, paid per message here.
+        return tuple.__new__(Publish, (topic, buf[pos:stop], qos, packet_id, bool(first & 0x08),
+                                       bool(first & 1)))
 
     def _connack(self, body: bytes) -> Connack:
         if len(body) < 2:
@@ -302,6 +313,20 @@ class PacketReader:
         if self.version == MQTT_5:
             pos = _read_properties(body, pos)[1]
         return Suback(struct.unpack_from(">H", body)[0], tuple(body[pos:]))
+
+
+def _remaining_length(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the variable integer at pos; (0, -1) if buf ends first."""
+    value = 0
+    for shift in (0, 7, 14, 21):
+        if pos >= end:
+            return 0, -1
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+    raise MqttProtocolError("remaining length longer than 4 bytes")
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -88,12 +88,13 @@ class SimNode:
         if self.conn is not None:
             await self.conn.disconnect()
 
-    def _on_command(self, conn: MqttConnection, packet: mqtt_wire.Publish) -> None:
-        conn.ack([packet.packet_id] if packet.packet_id else [])
-        reply = self.handle(packet.payload)
-        if reply is not None:
-            asyncio.get_running_loop().create_task(
-                conn.publish(topics.topic(self.node_id, messages.ACK), reply))
+    def _on_command(self, conn: MqttConnection, packets: list[mqtt_wire.Publish]) -> None:
+        for packet in packets:
+            conn.ack([packet.packet_id] if packet.packet_id else [])
+            reply = self.handle(packet.payload)
+            if reply is not None:
+                asyncio.get_running_loop().create_task(
+                    conn.publish(topics.topic(self.node_id, messages.ACK), reply))
 
     def handle(self, message: bytes) -> bytes | None:
         """Check and run one downlink message; the ack to send back, if any."""

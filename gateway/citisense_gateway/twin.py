@@ -29,7 +29,8 @@ def learn(update: TwinUpdate | None, body: dict[int, Any], received_at: float,
     if update is None:
         update = TwinUpdate(node_id=node, last_seen=received_at, via=via)
     else:
-        update.last_seen = max(update.last_seen, received_at)
+        if received_at > update.last_seen:
+            update.last_seen = received_at
         update.via = via
     kind = body[messages.KEY_KIND]
     data = body[messages.KEY_DATA]

@@ -33,51 +33,90 @@ UPLINK_KINDS = (messages.BIRTH, messages.TELEMETRY, messages.EVENT, messages.HEA
                 messages.ACK, messages.WILL)
 
 
-def _compile(table: str) -> tuple[tuple[int, bool, int, int], ...]:
-    """(slot, nullable, lo, hi) of a contract field table of integer fields."""
-    return tuple((slot, kind == "n", lo, hi) for slot, _, kind, lo, hi, _ in messages.fields(table))
+def _compile(table: str) -> tuple[tuple[bool, int, int], ...]:
+    """(nullable, lo, hi) of each field of a contract table of integer fields, in slot order."""
+    entries = messages.fields(table)
+    assert [slot for slot, *_ in entries] == list(range(len(entries)))
+    return tuple((kind == "n", lo, hi) for _, _, kind, lo, hi, _ in entries)
 
 
-# Telemetry is nearly all of the traffic: its envelope and layouts, compiled from the
+# Telemetry is nearly all of the traffic: its envelope and layouts, taken from the
 # contract's own tables. A body they pass is valid; any other goes to the validator.
-_ENVELOPE = _compile(messages.UPLINK_ENVELOPE)
+_ENVELOPE = {slot: (lo, hi) for slot, _, _, lo, hi, _ in messages.fields(messages.UPLINK_ENVELOPE)}
+_NODE_LO, _NODE_HI = _ENVELOPE.pop(messages.KEY_NODE)
+_BOOT_LO, _BOOT_HI = _ENVELOPE.pop(messages.KEY_BOOT)
+_SEQ_LO, _SEQ_HI = _ENVELOPE.pop(messages.KEY_SEQ)
+_TS_LO, _TS_HI = _ENVELOPE.pop(messages.KEY_TS)
+_TQ_LO, _TQ_HI = _ENVELOPE.pop(messages.KEY_TQ)
+assert not _ENVELOPE, "an envelope field the telemetry fast path does not check"
 _LAYOUTS = {
     length: _compile(messages.TELEMETRY_FIELDS[role])
     for length, role in messages.ROLE_BY_LENGTH.items()
 }
+_MAP_OF_8 = 0xA8  # CBOR head of the 8-entry envelope map
+# The fast path reads the envelope by these keys as literals.
+assert tuple(range(8)) == (messages.KEY_VERSION, messages.KEY_KIND, messages.KEY_NODE,
+                           messages.KEY_BOOT, messages.KEY_SEQ, messages.KEY_TS, messages.KEY_TQ,
+                           messages.KEY_DATA)
 
 
 def _plainly_valid_telemetry(body: dict[Any, Any]) -> bool:
     if len(body) != 8:
         return False
     for key in body:
-        if type(key) is not int:
+        if type(key) is not int:  # false, true and 1.0 equal 0 and 1 in Python
             return False
-    try:
-        version, kind, data = body[messages.KEY_VERSION], body[messages.KEY_KIND], body[
-            messages.KEY_DATA]
-    except KeyError:
+    get = body.get
+    version, kind, node, boot = get(0), get(1), get(2), get(3)
+    seq, ts, tq, data = get(4), get(5), get(6), get(7)
+    if not (type(version) is type(kind) is type(node) is type(boot) is type(seq) is type(ts)
+            is type(tq) is int and version == messages.VERSION and kind == messages.TELEMETRY
+            and _NODE_LO <= node <= _NODE_HI and _BOOT_LO <= boot <= _BOOT_HI
+            and _SEQ_LO <= seq <= _SEQ_HI and _TS_LO <= ts <= _TS_HI and _TQ_LO <= tq <= _TQ_HI
+            and type(data) is list):
         return False
-    if version != messages.VERSION or kind != messages.TELEMETRY or type(data) is not list:
-        return False
-    for slot, _, lo, hi in _ENVELOPE:
-        value = body.get(slot)
-        if type(value) is not int or value < lo or value > hi:
-            return False
     layout = _LAYOUTS.get(len(data))
     if layout is None:
         return False
-    for (_, nullable, lo, hi), value in zip(layout, data, strict=True):
+    for i, (nullable, lo, hi) in enumerate(layout):
+        value = data[i]
         if value is None:
             if not nullable:
                 return False
-        elif type(value) is not int or value < lo or value > hi:
+        elif type(value) is not int or not lo <= value <= hi:
             return False
     return True
 
 
-def validate(value: object, body: bytes) -> dict[int, Any]:
-    """The checked body: `value` is cbor2's decoding of `body` (None if it failed)."""
+def plain_telemetry(body: bytes, node: int, length: int) -> dict[int, Any] | None:
+    """The decoded `body` if it is plainly valid telemetry from `node` with a data array of
+    `length` items (its role's); None for anything else, which decode() then judges.
+
+    cbor2 keeps the last of duplicate map keys, which the contract refuses: the body's first
+    byte must announce the 8 entries the decoded map has.
+    """
+    if not body or body[0] != _MAP_OF_8:
+        return None
+    try:
+        value = cbor2.loads(body)
+    except Exception:  # cbor2 raises many types on bad input
+        return None
+    if (type(value) is dict and _plainly_valid_telemetry(value)
+            and value[messages.KEY_NODE] == node and len(value[messages.KEY_DATA]) == length):
+        return value
+    return None
+
+
+def validate(body: bytes) -> dict[int, Any]:
+    """The decoded `body` if it follows the catalogue; DecodeError or MessageError if not.
+
+    cbor2 (C speed) decodes, duplicate map keys refused; whatever it cannot read goes to the
+    contract's decoder for the precise error.
+    """
+    try:
+        value = cbor2.loads(body, allow_duplicate_keys=False)
+    except Exception:  # cbor2 raises many types on bad input; the contract decoder explains
+        value = None
     if type(value) is dict and _plainly_valid_telemetry(value):
         return value
     return messages.decode_body(value if type(value) is dict else body)
@@ -133,20 +172,21 @@ def body_node(payload: bytes) -> int:
     return node
 
 
-def open_message(payload: bytes, key: auth.MacKey, node: int) -> dict[int, Any]:
-    """The validated uplink body of an authentic message from `node`."""
+def authenticate(payload: bytes, key: auth.MacKey, node: int) -> bytes:
+    """The body of `payload` if `key` (node's) made its tag."""
     try:
-        body, tag = auth.unwrap(payload)
+        body = key.open(payload)
     except DecodeError as err:
         raise Rejection(MALFORMED, str(err), node) from err
-    if not key.check(body, tag):
+    if body is None:
         raise Rejection(BAD_MAC, "MAC tag mismatch", node)
+    return body
+
+
+def decode(body: bytes, node: int) -> dict[int, Any]:
+    """The validated uplink body of an authenticated message from `node`."""
     try:
-        value = cbor2.loads(body)
-    except Exception:  # cbor2 raises many types on bad input; the contract decoder explains
-        value = None
-    try:
-        decoded = validate(value, body)
+        decoded = validate(body)
     except DecodeError as err:
         raise Rejection(MALFORMED, str(err), node) from err
     except WireError as err:
@@ -156,6 +196,11 @@ def open_message(payload: bytes, key: auth.MacKey, node: int) -> dict[int, Any]:
     if decoded[messages.KEY_NODE] != node:
         raise Rejection(TOPIC, f"body node {decoded[messages.KEY_NODE]} is not {node}", node)
     return decoded
+
+
+def open_message(payload: bytes, key: auth.MacKey, node: int) -> dict[int, Any]:
+    """The validated uplink body of an authentic message from `node`."""
+    return decode(authenticate(payload, key, node), node)
 
 
 def check_kind(topic_kind: int, body: dict[int, Any]) -> None:
@@ -183,6 +228,7 @@ def to_row(body: dict[int, Any], received_at: float, source: str) -> UplinkRow:
     # Validated telemetry holds only integers and nulls: its repr is nearly JSON already.
     text = (repr(data).replace(" ", "").replace("None", "null") if kind == messages.TELEMETRY
             else data_json(data))
-    return UplinkRow(body[messages.KEY_NODE], body[messages.KEY_BOOT], body[messages.KEY_SEQ],
-                     kind, ts, tq, float(ts) if tq != messages.TQ_UPTIME else received_at,
-                     received_at, text, source)
+    # tuple.__new__: a NamedTuple's own __new__ is a Python call, paid per message here.
+    return tuple.__new__(UplinkRow, (
+        body[messages.KEY_NODE], body[messages.KEY_BOOT], body[messages.KEY_SEQ], kind, ts, tq,
+        float(ts) if tq != messages.TQ_UPTIME else received_at, received_at, text, source))

@@ -41,6 +41,11 @@ def test_mutated_messages_get_the_contract_verdict(key: bytes, body: bytes,
             message[pos] = value
     data = bytes(message[: len(message) + trim] if trim < 0 else message + bytes(trim))
     assert _outcome(auth.unwrap, data) == _outcome(mac.unwrap, data)
+    # open(): the body exactly when the contract unwraps it and the key made its tag.
+    verdict = _outcome(mac.unwrap, data)
+    expected = verdict if verdict == "refused" or not isinstance(verdict, tuple) else (
+        verdict[0] if auth.MacKey(key).check(*verdict) else None)
+    assert _outcome(auth.MacKey(key).open, data) == expected
 
 
 @given(st.binary(max_size=80))
@@ -55,5 +60,8 @@ def test_wrong_key_or_tag_fails_the_check() -> None:
     body, tag = auth.unwrap(message)
     assert not auth.MacKey(bytes(32)).check(body, tag)
     assert not auth.MacKey(key).check(body, bytes(8))
+    assert auth.MacKey(key).open(message) == b"\xa0"
+    assert auth.MacKey(bytes(32)).open(message) is None
+    assert auth.MacKey(key).open(message[:-1] + bytes([message[-1] ^ 1])) is None
     with pytest.raises(ValueError, match="32 bytes"):
         auth.MacKey(b"short")

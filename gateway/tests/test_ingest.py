@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from gwkit import opened, provision
@@ -19,6 +19,12 @@ from citisense_gateway.metrics import Metrics
 from citisense_gateway.simnode import SimNode
 from citisense_gateway.store.base import IngestBatch, Node, Store
 from citisense_protocols import messages, topics
+
+
+class Frame(NamedTuple):
+    topic: str
+    payload: bytes
+    packet_id: int
 
 
 class Source:
@@ -213,5 +219,31 @@ def test_serial_frames_name_their_node_in_the_body(tmp_path: Path, n: int) -> No
                 ingest.offer(src, None, lamp.telemetry(), i)  # no topic: a serial frame
             await ingest.flush()
             assert await store.count_uplinks() == n
+
+    run(scenario())
+
+
+def test_a_flush_while_the_consumer_runs_takes_each_message_once(tmp_path: Path) -> None:
+    """Chunks of many messages (one MQTT read each); a test or shutdown flushes meanwhile."""
+    async def scenario() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'g.db'}") as store:
+            fleet = await provision(store, [(1, "lighting"), (2, "parking"), (3, "air")])
+            ingest = await pipeline(store)
+            src = Source()
+            stream = [(topic(n), n.telemetry()) for _ in range(60) for n in fleet.nodes.values()]
+            stream.insert(100, (topic(fleet.nodes[1]), stream[3][1]))  # a redelivery
+            frames = [Frame(t, p, i + 1) for i, (t, p) in enumerate(stream)]
+            consumer = asyncio.create_task(ingest.run())
+            for start in range(0, len(frames), 37):
+                ingest.offer_many(src, frames[start : start + 37])
+                if start % 74 == 0:
+                    await ingest.flush()
+            await ingest.flush()
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+            assert [o.token for o in src.outcomes] == list(range(1, len(frames) + 1))
+            assert all(o.accepted for o in src.outcomes)
+            assert await store.count_uplinks() == 180
+            assert ingest.metrics.duplicates._value.get() == 1
 
     run(scenario())

@@ -71,3 +71,18 @@ def test_oversize_and_unknown_packets_are_refused() -> None:
 
 def test_pubacks_are_one_write_in_order() -> None:
     assert wire.encode_pubacks([1, 258]) == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 2])
+
+
+def test_a_large_packet_in_small_chunks_and_long_properties() -> None:
+    big = wire.encode_publish("t/big", bytes(range(256)) * 2000, 1, 7, wire.MQTT_5)
+    # A PUBLISH whose properties (a user property) need a two-byte length.
+    pair = b"\x26" + b"\x00\x03key" + b"\x00\xc8" + b"v" * 200
+    body = b"\x00\x03t/p" + b"\x00\x08" + wire.varint(len(pair)) + pair + b"payload"
+    props = bytes([0x32]) + wire.varint(len(body)) + body
+    reader = wire.PacketReader(wire.MQTT_5, 1 << 20)
+    stream = big + props
+    got: list[wire.Packet] = []
+    for pos in range(0, len(stream), 1000):
+        got += reader.feed(stream[pos : pos + 1000])
+    assert [(p.topic, p.payload, p.packet_id) for p in got if isinstance(p, wire.Publish)] == [
+        ("t/big", bytes(range(256)) * 2000, 7), ("t/p", b"payload", 8)]

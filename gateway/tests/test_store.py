@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from gwkit import opened
+from hypothesis import given
+from hypothesis import strategies as st
 
 from citisense_gateway.store import StoreError, open_store
 from citisense_gateway.store.base import (
@@ -23,6 +25,7 @@ from citisense_gateway.store.base import (
     TwinUpdate,
     UplinkRow,
 )
+from citisense_gateway.store.sql import RowInsert
 
 
 def row(node: int, seq: int, kind: int = 2, at: float = 1767225600.0) -> UplinkRow:
@@ -79,6 +82,37 @@ def test_ingest_commit_is_idempotent_and_updates_twins(store_url: str) -> None:
         assert [r.seq for r in await store.uplinks(1)] == [0, 1, 2]
 
     run(store_url, body)
+
+
+@pytest.mark.parametrize("rows", [1, 1000, 1500, 2500])
+def test_large_batches_are_stored_whole_once(store_url: str, rows: int) -> None:
+    async def body(store: Any) -> None:
+        for n in range(1, 4):
+            await store.add_node(node(n), "t")
+        batch = [row(1 + i % 3, i) for i in range(rows)]
+        twins = {n: TwinUpdate(n, 100.0 + n, "mqtt", online=True) for n in range(1, 4)}
+        assert await store.commit_ingest(IngestBatch(uplinks=batch, twins=twins)) == rows
+        # Half of them again with as many new: only the new ones count.
+        again = batch[rows // 2:] + [row(1 + i % 3, i) for i in range(rows, rows + rows // 2)]
+        assert await store.commit_ingest(IngestBatch(uplinks=again)) == rows // 2
+        assert await store.count_uplinks() == rows + rows // 2
+        assert [(r.seq, r.data) for r in await store.uplinks(1, limit=10)] == [
+            (seq, "[1,0,null,2,3,0]") for seq in range(0, min(rows + rows // 2, 30), 3)][:10]
+        assert (await store.twin(3)).last_seen == 103.0
+
+    run(store_url, body)
+
+
+@given(st.integers(0, 3000))
+def test_row_inserts_cover_every_row_in_order(rows: int) -> None:
+    insert = RowInsert("INSERT INTO t (a, b)", 2, "ON CONFLICT DO NOTHING")
+    blocks = insert.blocks([(i, -i) for i in range(rows)])
+    assert [p for _, params in blocks for p in params] == [
+        v for i in range(rows) for v in (i, -i)]
+    for statement, params in blocks:
+        assert statement.count("?") == len(params) <= 32766
+        assert statement.endswith("ON CONFLICT DO NOTHING")
+    assert len(blocks) <= len(insert.sizes)
 
 
 def test_quarantine_is_bounded(store_url: str) -> None:

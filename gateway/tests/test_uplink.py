@@ -7,13 +7,14 @@ import json
 import secrets
 from typing import Any
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from citisense_gateway import auth, uplink
 from citisense_gateway.simnode import SimNode
-from citisense_protocols import messages
+from citisense_protocols import mac, messages
 from citisense_protocols.messages import MessageError
 
 values = st.one_of(st.none(), st.integers(-10_000, 70_000), st.booleans(),
@@ -41,7 +42,50 @@ def test_fast_path_never_accepts_what_the_validator_refuses(body: dict[Any, Any]
     except MessageError:
         return
     # Valid per the contract: the fast path may defer, but validate() must accept it.
-    assert uplink.validate(body, b"") is body
+    assert uplink.validate(cbor2.dumps(body, canonical=True)) == body
+
+
+@st.composite
+def near_valid_telemetry(draw: st.DrawFn) -> dict[Any, Any]:
+    """Valid telemetry with its values at their bounds, then at most one value broken."""
+    length = draw(st.sampled_from([5, 6, 7]))
+    data: list[Any] = [draw(st.sampled_from([lo, hi] + ([None] if nullable else [])))
+                       for nullable, lo, hi in uplink._LAYOUTS[length]]
+    u32 = st.sampled_from([0, 1, 2**32 - 1])
+    body: dict[Any, Any] = messages.uplink(messages.TELEMETRY, draw(u32), draw(u32), draw(u32),
+                                           draw(u32), draw(st.integers(0, 2)), data)
+    broken = st.sampled_from([-1, 2**32, 2**64, True, None, 1.0, "x"])
+    where = draw(st.sampled_from(["none", "data", "envelope", "key"]))
+    if where == "data":
+        data[draw(st.integers(0, length - 1))] = draw(broken)
+    elif where == "envelope":
+        body[draw(st.integers(0, 6))] = draw(broken)
+    elif where == "key":
+        body[draw(st.sampled_from([8, 1.5, "x"]))] = 0
+    return body
+
+
+@given(st.one_of(telemetry_bodies(), near_valid_telemetry()), st.sampled_from([5, 6, 7]))
+def test_plain_telemetry_lane_agrees_with_the_validator(body: dict[Any, Any], length: int
+                                                         ) -> None:
+    raw = cbor2.dumps(body, canonical=True)
+    node = body.get(messages.KEY_NODE)
+    node = node if type(node) is int else 7
+    value = uplink.plain_telemetry(raw, node, length)
+    if value is not None:
+        assert uplink.decode(raw, node) == value  # what the lane takes, the validator takes
+        assert value[messages.KEY_KIND] == messages.TELEMETRY
+        assert len(value[messages.KEY_DATA]) == length
+
+
+def test_duplicate_map_keys_are_refused(lamp: SimNode) -> None:
+    body = messages.uplink(messages.TELEMETRY, 42, 1, 9, 1767225600, 2, [1, 0, 0, 0, 0, 0])
+    raw = cbor2.dumps(body, canonical=True)
+    # A 9th entry repeating key 2 (node): cbor2 would keep the last one, the contract refuses.
+    doubled = bytes([0xA9]) + raw[1:] + cbor2.dumps(2) + cbor2.dumps(42)
+    message = mac.sign(lamp.key, doubled)
+    assert uplink.plain_telemetry(doubled, 42, 6) is None
+    assert reason(message, lamp.key) == uplink.MALFORMED
 
 
 @given(st.integers(0, 100), st.integers(0, 5), st.integers(0, 65535) | st.none(),

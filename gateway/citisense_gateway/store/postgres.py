@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from citisense_gateway.store.base import StoreError
-from citisense_gateway.store.sql import Row
+from citisense_gateway.store.sql import Row, Rows, Step
 
 
 def _paramstyle(statement: str) -> str:
@@ -79,6 +79,16 @@ class PostgresDatabase:
                 self._conn = await self._connect()
             async with self._conn.transaction():
                 yield PostgresTx(self._conn)
+
+    async def write(self, steps: Sequence[Step]) -> list[int]:
+        async with self.transaction() as tx:
+            counts = []
+            for step in steps:
+                if isinstance(step, Rows):
+                    counts.append(await tx.executemany(step.insert.single, step.rows))
+                else:
+                    counts.append(sum([await tx.execute(sql, params) for sql, params in step]))
+            return counts
 
     def is_unique_violation(self, error: BaseException) -> bool:
         return isinstance(error, psycopg.errors.UniqueViolation)

@@ -10,7 +10,8 @@ import json
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from itertools import chain
+from typing import Any, NamedTuple, Protocol
 
 from citisense_gateway.store.base import (
     AuditEntry,
@@ -29,6 +30,63 @@ from citisense_gateway.store.base import (
 Row = tuple[Any, ...]
 
 
+class RowInsert:
+    """An INSERT of many rows: one statement per row, or a few multi-row VALUES statements.
+
+    SQLite gets the multi-row form: its worker thread then takes the GIL back once per
+    statement (executemany does it for every row, and each time may wait for the busy
+    event loop thread to let go). A batch of a size seen before is one statement; other
+    sizes are split into power-of-two blocks, so that few statements are ever prepared,
+    each under SQLite's limit on parameters (32766). PostgreSQL gets the one-row statement
+    to executemany, which psycopg pipelines.
+    """
+
+    EXACT = 8  # row counts given a statement of their own (full batches recur)
+
+    def __init__(self, head: str, width: int, tail: str = "") -> None:
+        self.head, self.tail = head, tail
+        self.row = "(" + ", ".join(["?"] * width) + ")"
+        self.largest = min(1024, 32766 // width)
+        self.sizes = [1 << i for i in reversed(range(11)) if 1 << i <= self.largest]
+        self._statements: dict[int, str] = {}
+
+    def _statement(self, rows: int) -> str:
+        statement = self._statements.get(rows)
+        if statement is None:
+            statement = f"{self.head} VALUES {', '.join([self.row] * rows)} {self.tail}".strip()
+            self._statements[rows] = statement
+        return statement
+
+    @property
+    def single(self) -> str:
+        return self._statement(1)
+
+    def blocks(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+        """(statement, its parameters) covering `rows` in order."""
+        n = len(rows)
+        if 0 < n <= self.largest and (n in self._statements or len(self._statements) <
+                                       len(self.sizes) + self.EXACT):
+            return [(self._statement(n), list(chain.from_iterable(rows)))]
+        out = []
+        done = 0
+        for size in self.sizes:
+            while n - done >= size:
+                out.append((self._statement(size),
+                            list(chain.from_iterable(rows[done : done + size]))))
+                done += size
+        return out
+
+
+class Rows(NamedTuple):
+    """A step of Database.write: many rows for one INSERT."""
+
+    insert: RowInsert
+    rows: Sequence[Sequence[Any]]
+
+
+Step = Rows | list[tuple[str, Sequence[Any]]]  # or statements with their parameters
+
+
 class Tx(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int: ...
@@ -41,6 +99,12 @@ class Database(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    async def write(self, steps: Sequence[Step]) -> list[int]:
+        """Run every step in one transaction, in one go (no await between statements on
+        SQLite); the rows each step changed."""
+        ...
+
     def is_unique_violation(self, error: BaseException) -> bool: ...
 
 
@@ -104,19 +168,17 @@ COMMAND_COLUMNS = (
 )
 OPEN_STATES = ("pending", "sent")
 
-INSERT_UPLINK = (
-    f"INSERT INTO uplinks ({UPLINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (node_id, boot, seq) DO NOTHING"
-)
-INSERT_QUARANTINE = (
-    "INSERT INTO quarantine (received_at, source, reason, detail, node_id, payload) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-# Fields a batch did not learn arrive as NULL and keep their stored value.
-UPSERT_TWIN = """
+INSERT_UPLINKS = RowInsert(f"INSERT INTO uplinks ({UPLINK_COLUMNS})", 10,
+                           "ON CONFLICT (node_id, boot, seq) DO NOTHING")
+INSERT_QUARANTINE = RowInsert(
+    "INSERT INTO quarantine (received_at, source, reason, detail, node_id, payload)", 6)
+# Bounded: hostile traffic must not fill the disk.
+TRIM_QUARANTINE = "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?"
+# Fields a batch did not learn arrive as NULL and keep their stored value. A batch has one
+# update per node: a multi-row upsert may touch each row once only (PostgreSQL).
+UPSERT_TWINS = RowInsert("""
 INSERT INTO twins (node_id, last_seen, via, online, boot, birth_seq, firmware, board,
-  config_hash, reset_cause, reported_schedule, health, bay_state, indicator)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  config_hash, reset_cause, reported_schedule, health, bay_state, indicator)""", 14, """
 ON CONFLICT (node_id) DO UPDATE SET
   last_seen = CASE WHEN twins.last_seen IS NULL OR excluded.last_seen > twins.last_seen
                    THEN excluded.last_seen ELSE twins.last_seen END,
@@ -132,7 +194,7 @@ ON CONFLICT (node_id) DO UPDATE SET
   health = COALESCE(excluded.health, twins.health),
   bay_state = COALESCE(excluded.bay_state, twins.bay_state),
   indicator = COALESCE(excluded.indicator, twins.indicator)
-"""
+""")
 ACK_COMMAND = (
     "UPDATE commands SET state = ?, result = ?, done_at = ?, next_attempt = ? "
     "WHERE command_id = ? AND node_id = ? AND state IN ('pending', 'sent')"
@@ -262,33 +324,27 @@ class SqlStore:
 
     # -- ingest -----------------------------------------------------------------------------
     async def commit_ingest(self, batch: IngestBatch) -> int:
-        async with self.db.transaction() as tx:
-            stored = 0
-            if batch.uplinks:
-                stored = await tx.executemany(INSERT_UPLINK, batch.uplinks)
-            if batch.quarantine:
-                await tx.executemany(INSERT_QUARANTINE, [
-                    (q.received_at, q.source, q.reason, q.detail, q.node_id, q.payload)
-                    for q in batch.quarantine
-                ])
-                # Bounded: hostile traffic must not fill the disk.
-                await tx.execute(
-                    "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?",
-                    (self.quarantine_limit,),
-                )
-            if batch.twins:
-                await tx.executemany(UPSERT_TWIN, [
-                    (t.node_id, t.last_seen, t.via, _opt_bool(t.online), t.boot, t.birth_seq,
-                     t.firmware, t.board, t.config_hash, t.reset_cause, t.schedule_version,
-                     t.health, t.bay_state, t.indicator)
-                    for t in batch.twins.values()
-                ])
-            for ack in batch.acks:
-                done_at = None if ack.state == "sent" else ack.at
-                await tx.execute(ACK_COMMAND, (
-                    ack.state, ack.result, done_at, ack.next_attempt, ack.command_id, ack.node_id,
-                ))
-            return stored
+        # One write: on SQLite one trip to the worker thread, so a commit never waits for
+        # the event loop between its statements.
+        steps: list[Step] = [Rows(INSERT_UPLINKS, batch.uplinks)]
+        if batch.quarantine:
+            steps.append(Rows(INSERT_QUARANTINE, [
+                (q.received_at, q.source, q.reason, q.detail, q.node_id, q.payload)
+                for q in batch.quarantine
+            ]))
+            steps.append([(TRIM_QUARANTINE, (self.quarantine_limit,))])
+        steps.append(Rows(UPSERT_TWINS, [
+            (t.node_id, t.last_seen, t.via, _opt_bool(t.online), t.boot, t.birth_seq,
+             t.firmware, t.board, t.config_hash, t.reset_cause, t.schedule_version,
+             t.health, t.bay_state, t.indicator)
+            for t in batch.twins.values()
+        ]))
+        steps.append([
+            (ACK_COMMAND, (ack.state, ack.result, None if ack.state == "sent" else ack.at,
+                           ack.next_attempt, ack.command_id, ack.node_id))
+            for ack in batch.acks
+        ])
+        return (await self.db.write(steps))[0]
 
     async def recent_counters(self, node_id: int, limit: int) -> list[tuple[int, int]]:
         rows = await self._all(

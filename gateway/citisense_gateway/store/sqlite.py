@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from citisense_gateway.store.base import StoreError
-from citisense_gateway.store.sql import Row
+from citisense_gateway.store.sql import Row, Rows, Step
 
 T = TypeVar("T")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -108,6 +108,28 @@ class SqliteDatabase:
                 await asyncio.shield(self.run(rollback_if_open))
                 raise
             await asyncio.shield(self.run(lambda: conn.execute("COMMIT")))
+
+    async def write(self, steps: Sequence[Step]) -> list[int]:
+        # Parameters laid out here, so that the worker thread holds the GIL only to bind them.
+        statements = [step.insert.blocks(step.rows) if isinstance(step, Rows) else step
+                      for step in steps]
+        async with self._lock:
+            conn = self.connection
+
+            def apply() -> list[int]:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    counts = [sum(conn.execute(sql, params).rowcount for sql, params in step)
+                              for step in statements]
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return counts
+
+            # Begun and ended on the worker thread: a cancelled caller leaves nothing open.
+            return await self.run(apply)
 
     def is_unique_violation(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)
