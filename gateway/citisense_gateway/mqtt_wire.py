@@ -326,20 +326,15 @@ def _remaining_length(buf: bytes, pos: int, end: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value, pos
-    raise MqttProtocolError("remaining length longer than 4 bytes")
+    raise MqttProtocolError("variable integer longer than 4 bytes")
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for shift in (0, 7, 14, 21):
-        if pos >= len(data):
-            raise MqttProtocolError("variable integer runs past the packet")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-    raise MqttProtocolError("variable integer longer than 4 bytes")
+    """A variable integer inside a complete packet: running past its end is malformed."""
+    value, after = _remaining_length(data, pos, len(data))
+    if after < 0:
+        raise MqttProtocolError("variable integer runs past the packet")
+    return value, after
 
 
 def _read_properties(data: bytes, pos: int) -> tuple[dict[int, object], int]:
