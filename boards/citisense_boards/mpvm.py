@@ -13,6 +13,8 @@ import io
 import json
 import shutil
 import subprocess
+import tempfile
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -54,29 +56,64 @@ class MicroPythonVM:
         if node is None:
             raise MicroPythonUnavailable("node is not installed: apt-get install nodejs")
         self.heap_bytes = heap_bytes
-        self._proc = subprocess.Popen(
-            [node, str(HOST_SCRIPT), str(find_micropython_mjs())],
+        self._command = [node, str(HOST_SCRIPT), str(find_micropython_mjs())]
+        self._proc = self._start_host()
+        self.reset()
+
+    def _start_host(self) -> subprocess.Popen[str]:
+        # The host's own errors go to a file, so a host that dies between two runs can say why.
+        self._host_log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the host
+        return subprocess.Popen(
+            self._command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self._host_log,
             text=True,
             bufsize=1,
         )
-        self.reset()
+
+    def _host_errors(self) -> str:
+        self._host_log.seek(0)
+        return self._host_log.read()[-2000:].decode(errors="replace").strip()
 
     def _request(self, **req: object) -> str:
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(req) + "\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(json.dumps(req) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise MicroPythonUnavailable(
+                f"MicroPython host exited ({self._proc.wait()}): {self._host_errors()}"
+            ) from None
         line = self._proc.stdout.readline()
         if not line:
-            raise MicroPythonUnavailable(f"MicroPython host exited ({self._proc.poll()})")
+            raise MicroPythonUnavailable(
+                f"MicroPython host exited ({self._proc.wait()}): {self._host_errors()}"
+            )
         reply = json.loads(line)
         if not reply["ok"]:
             raise MicroPythonError(reply["error"], reply["out"])
         return str(reply["out"])
 
     def reset(self) -> None:
-        """Start a fresh VM: empty heap and filesystem, as after a hard reset."""
+        """Start a fresh VM: empty heap and filesystem, as after a hard reset.
+
+        A host process that died after the previous run (work the last code left behind
+        on Node's event loop can kill it) is replaced, with a warning that says why: every
+        run starts from a fresh VM anyway, and a death during a run still fails that run.
+        """
+        if self._proc.poll() is not None:
+            warnings.warn(
+                f"MicroPython host had exited ({self._proc.returncode}): "
+                f"{self._host_errors() or 'no message'}; starting a new one",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            for stream in (self._proc.stdin, self._proc.stdout, self._host_log):
+                if stream is not None:
+                    with contextlib.suppress(BrokenPipeError):  # unsent bytes of a dead host
+                        stream.close()
+            self._proc = self._start_host()
         self._request(op="boot", heap=self.heap_bytes)
 
     def put(self, path: str, data: bytes) -> None:
@@ -100,6 +137,7 @@ class MicroPythonVM:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._host_log.close()
 
     def __enter__(self) -> MicroPythonVM:
         return self

@@ -15,6 +15,11 @@ import { loadMicroPython } from "./micropython_wasm.mjs";
 let mp = null;
 let out = [];
 
+// Work a finished run left on Node's event loop (a VM's pending asyncio tasks) must not
+// kill the host and with it every later run: report it on stderr and carry on.
+process.on("unhandledRejection", (e) => process.stderr.write(`mpvm host: unhandled rejection: ${e}\n`));
+process.on("uncaughtException", (e) => process.stderr.write(`mpvm host: uncaught exception: ${e}\n`));
+
 // With linebuffer off the port hands over raw output bytes; keep them as bytes
 // so multi-byte UTF-8 and partial lines survive.
 function collect(chunk) {
