@@ -225,9 +225,11 @@ def test_two_gateways_split_one_stream(tmp_path: Path, pg_url: str) -> None:
             fleet = await provision(store, [(600 + i, "air") for i in range(10)])
             broker = start_mosquitto(tmp_path / "mq", fleet)
             assert broker.mosquitto is not None
-            gateways = [await start_gateway(tmp_path, pg_url, broker) for _ in range(2)]
+            gateways: list[Gateway] = []
             conns = []
-            try:
+            try:  # everything started is stopped, even when a gateway fails to start
+                for _ in range(2):
+                    gateways.append(await start_gateway(tmp_path, pg_url, broker))
                 for node in fleet.nodes.values():
                     await node.connect(broker.host, broker.port, fleet.passwords[node.node_id])
                     conns.append(node)
