@@ -23,6 +23,7 @@ import pytest
 
 from citisense_firmware import mqtt
 from citisense_firmware.mqtt import ConnectRefused, MQTTClient
+from citisense_tools.fleet import Radio
 
 TIMEOUT = 10
 
@@ -353,41 +354,6 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-class LinkProxy:
-    """A TCP relay between client and broker whose cut() drops the link like a dead radio."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.writers: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self.writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(4096):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def cut(self) -> None:
-        for writer in self.writers:
-            writer.transport.abort()
-        self.writers = []
-
-    def close(self) -> None:
-        self.cut()
-        self.server.close()
-
-
 def node_client(port: int, **kwargs: Any) -> MQTTClient:
     kwargs.setdefault("backoff", QuickBackoff())
     return MQTTClient(USER, "127.0.0.1", port, USER, PASSWORD, **kwargs)
@@ -446,17 +412,15 @@ async def test_subscription_receives_downlink(mosquitto: Mosquitto) -> None:
 
 @pytest.mark.broker
 async def test_last_will_is_published_when_the_link_drops(mosquitto: Mosquitto) -> None:
-    proxy = LinkProxy(mosquitto.port)
-    await proxy.start()
+    radio = Radio("127.0.0.1", mosquitto.port)  # a relay whose links drop like a dead radio
+    port = await radio.start()
     async with subscriber(mosquitto, "citisense/v1/4711/up/will") as sub:
-        client = node_client(
-            proxy.port, will=lambda: ("citisense/v1/4711/up/will", b"signed-will")
-        )
+        client = node_client(port, will=lambda: ("citisense/v1/4711/up/will", b"signed-will"))
         await client.connect()
-        proxy.cut()
+        radio.set_up(False)
         message = await next_message(sub)
         assert message.payload == b"signed-will" and message.qos == 1 and not message.retain
-    proxy.close()
+    await radio.close()
 
 
 @pytest.mark.broker
