@@ -90,10 +90,15 @@ class MacKey:
         In the canonical layout the body's bstr head in the message is the one the
         MAC_structure holds, so head and body are hashed straight from the message.
         """
-        start, stop = _span(message)
-        if start < 0:
-            body, tag = mac.unwrap(message)
-            return body if self.check(body, tag) else None
+        size = len(message) - 14  # the usual layout: a body of 24 to 255 bytes
+        if (24 <= size < 0x100 and message[4] == size and message[3] == 0x58
+                and message[-9] == _TAG_HEAD and message[:3] == _HEAD):
+            start, stop = 5, 5 + size
+        else:
+            start, stop = _span(message)
+            if start < 0:
+                body, tag = mac.unwrap(message)
+                return body if self.check(body, tag) else None
         inner = self._inner.copy()
         inner.update(message[3:stop])
         outer = self._outer.copy()

@@ -1,14 +1,18 @@
 """Ingest benchmark: the gateway against mosquitto_sub, draining the same queued stream.
 
-A private Mosquitto queues N signed telemetry messages (QoS 1) for two persistent
-sessions: the gateway's shared subscription and a mosquitto_sub client (also MQTT 5,
+A private Mosquitto queues N signed telemetry messages (QoS 1) for three persistent
+sessions: the gateway's shared subscription and two mosquitto_sub sessions (also MQTT 5,
 QoS 1, same broker, same N). Each then drains its queue alone, timed from its start to
-the last message: mosquitto_sub only receives and acks; the gateway checks the topic,
-verifies the MAC, decodes and validates, de-duplicates, commits to the store and acks
-after the commit. Both timings include connecting. Prints one JSON line.
+the last message: one mosquitto_sub before the gateway and one after (the machine's load
+drifts), mosquitto_sub only receiving and acking; the gateway checks the topic, verifies
+the MAC, decodes and validates, de-duplicates, commits to the store and acks after the
+commit. Both timings include connecting. Prints what the figures mean, then one JSON line.
 
     python -m citisense_gateway.bench_ingest --messages 50000 [--store sqlite|postgres]
-        [--instances K]
+        [--workers W] [--instances K]
+
+--workers W is the gateway's ingest.workers (default: one per core, at most 4): W processes,
+each one member of the gateway's shared subscription (ingest_workers.py).
 
 --instances K adds a second, separate measurement (under "scale_out"; the single-instance
 figures stay at the top level): a new broker and stream, K gateway processes sharing the
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from citisense_gateway import acl, config
+from citisense_gateway.ingest_workers import IngestWorkers
 from citisense_gateway.mosquitto import PrivateMosquitto
 from citisense_gateway.mqtt_client import MqttConnection, MqttSettings
 from citisense_gateway.mqtt_ingest import uplink_filter
@@ -46,6 +52,22 @@ from citisense_protocols import messages, topics
 NODES = 100
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SCALE_GROUP = "bench-scale"  # its own share group: no session of the single run joins it
+SUB_SESSIONS = ("bench-mosquitto-sub-1", "bench-mosquitto-sub-2")
+WORKERS = min(4, os.cpu_count() or 1)
+EXPLAIN = """
+gateway_msgs_per_s: a private Mosquitto holds N signed telemetry messages (QoS 1) queued for
+  the gateway's persistent sessions; the gateway drains them: MQTT read, topic and MAC checked
+  (COSE_Mac0, HMAC-SHA256 with each node's key), CBOR decoded and validated against the
+  catalogue, de-duplicated on (node, boot, seq), committed to the store (SQLite: WAL,
+  synchronous=FULL), PUBACK only after the commit. Timed from its ingest connections starting
+  to connect to the last commit; ingest_workers processes share the stream (MQTT 5 shared
+  subscription), gateway_cpu_us_per_msg adds up all of them.
+mosquitto_sub_msgs_per_s: the same N messages, same broker, QoS 1, MQTT 5 persistent session,
+  drained by mosquitto_sub (receive, PUBACK, print to /dev/null), its start included; the mean
+  rate of one drain before the gateway's and one after (mosquitto_sub_before_after).
+ratio: gateway / mosquitto_sub. Both pay the same broker; other programs on the machine
+  (load_avg_1min_before_after) slow both.
+"""
 
 
 def drop_schema(schema: str) -> None:
@@ -74,17 +96,20 @@ async def publish(port: int, user: str, password: str, stream: list[tuple[str, b
         await conn.disconnect()
 
 
-def mosquitto_sub(port: int, password: str, count: int | None) -> list[str]:
+def mosquitto_sub(port: int, password: str, count: int | None,
+                  session: str = "bench-mosquitto-sub") -> list[str]:
     args = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-c",
-            "-i", "bench-mosquitto-sub", "-x", "3600", "-q", "1", "-u", "gateway", "-P",
+            "-i", session, "-x", "3600", "-q", "1", "-u", "gateway", "-P",
             password, "-t", f"{topics.PREFIX}+/{topics.UP}/#"]
     return args + (["-C", str(count)] if count else ["-W", "1", "-C", "1"])
 
 
-def time_mosquitto_sub(port: int, password: str, n: int) -> float:
+def time_mosquitto_sub(port: int, password: str, n: int,
+                       session: str = "bench-mosquitto-sub") -> float:
     """mosquitto_sub's rate draining its queue of n messages."""
     t0 = time.perf_counter()
-    subprocess.run(mosquitto_sub(port, password, n), stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(mosquitto_sub(port, password, n, session), stdout=subprocess.DEVNULL,
+                   check=True)
     return n / (time.perf_counter() - t0)
 
 
@@ -120,44 +145,58 @@ class Bench:
         return {"gateway.data_dir": str(self.workdir), "store.url": url,
                 "mqtt.url": f"mqtt://127.0.0.1:{broker.port}", "mqtt.password": self.gw_password,
                 "mqtt.share_group": share_group, "metrics.port": -1, "api.port": -1,
-                "gateway.instance": instance}
+                "gateway.instance": instance, "gateway.log_level": "warning"}
 
-    async def queue_stream(self, broker: PrivateMosquitto, n: int) -> None:
-        """Register mosquitto_sub's session, then publish the stream."""
-        subprocess.run(mosquitto_sub(broker.port, self.gw_password, None), capture_output=True,
-                       check=False)
+    async def queue_stream(self, broker: PrivateMosquitto, n: int,
+                           sessions: tuple[str, ...] = ("bench-mosquitto-sub",)) -> None:
+        """Register mosquitto_sub's sessions, then publish the stream."""
+        for session in sessions:
+            subprocess.run(mosquitto_sub(broker.port, self.gw_password, None, session),
+                           capture_output=True, check=False)
         await publish(broker.port, "bench", self.pub_password, build_stream(n, self.sims))
 
 
-async def run(n: int, store_kind: str, workdir: Path) -> dict[str, object]:
-    """One gateway instance in this process."""
+async def run(n: int, store_kind: str, workdir: Path, workers: int) -> dict[str, object]:
+    """One gateway: in this process, with `workers` ingest worker processes if above 1."""
     bench = Bench(workdir)
     store_url = bench.store_url(store_kind, "bench")
     with PrivateMosquitto(workdir / "broker", bench.accounts) as broker:
         cfg = config.load(environ={}, overrides=bench.overrides(
-            broker, store_url, f"bench{os.getpid()}", "gateways"))
+            broker, store_url, f"bench{os.getpid()}", "gateways") | {"ingest.workers": workers})
         await bench.provision(store_url)
-        # Register the gateway's persistent session, so the broker queues the stream for it.
+        # Register the gateway's persistent sessions, so the broker queues the stream for it.
         gateway = Gateway(cfg)
         await gateway.start()
         await gateway.stop()
-        await bench.queue_stream(broker, n)
-        sub_rate = time_mosquitto_sub(broker.port, bench.gw_password, n)
+        # mosquitto_sub drains one copy of the stream before the gateway and one after it:
+        # the load other programs put on the machine changes during a run.
+        await bench.queue_stream(broker, n, SUB_SESSIONS)
+        load_before = os.getloadavg()[0]
+        sub_before = time_mosquitto_sub(broker.port, bench.gw_password, n, SUB_SESSIONS[0])
 
-        t0, cpu0 = time.perf_counter(), time.process_time()
+        cpu0 = time.process_time()
         gateway = Gateway(cfg)
         await gateway.start()
-        while gateway.ingest.committed < n:
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - t0
+        gc.freeze()  # as a gateway process does after its start
+        while gateway.committed < n:
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - gateway.receiving_since
         cpu = time.process_time() - cpu0
         await gateway.stop()
+        if isinstance(gateway.mqtt, IngestWorkers):
+            cpu += gateway.mqtt.cpu
+        sub_after = time_mosquitto_sub(broker.port, bench.gw_password, n, SUB_SESSIONS[1])
+        load_after = os.getloadavg()[0]
         async with Stored([store_url]) as stores:
             stored = await stores.count()
         if store_kind == "postgres":
             drop_schema(store_url.rsplit("=", 1)[1])
+    sub_rate = 2 / (1 / sub_before + 1 / sub_after)  # n messages twice over their total time
     return _figures(n, stored, store_kind, n / elapsed, sub_rate, cpu, elapsed) | {
-        "batch_size": cfg.ingest.batch_size, "receive_maximum": cfg.mqtt.receive_maximum}
+        "batch_size": cfg.ingest.batch_size, "receive_maximum": cfg.mqtt.receive_maximum,
+        "ingest_workers": workers,
+        "mosquitto_sub_before_after": [round(sub_before), round(sub_after)],
+        "load_avg_1min_before_after": [round(load_before, 2), round(load_after, 2)]}
 
 
 async def run_scaled(n: int, store_kind: str, workdir: Path, instances: int
@@ -282,14 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--instances", type=int, default=1,
                         help="also measure this many gateway processes on a shared subscription")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="the gateway's ingest.workers (default: one per core, at most 4)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     tune_process()
     if args.worker:
         asyncio.run(worker())
         return 0
+    print(EXPLAIN.strip())
     with tempfile.TemporaryDirectory(prefix="citisense-bench-") as tmp:
-        result = asyncio.run(run(args.messages, args.store, Path(tmp)))
+        result = asyncio.run(run(args.messages, args.store, Path(tmp), args.workers))
         ok = result["stored"] == args.messages
         if args.instances > 1:
             scaled = asyncio.run(run_scaled(args.messages, args.store, Path(tmp),

@@ -71,6 +71,9 @@ class EmbeddedBrokerSection:
 class IngestSection:
     batch_size: int = 1000
     batch_interval_ms: int = 20
+    # Processes receiving MQTT uplinks, each a member of the share group (ingest_workers.py);
+    # 1: the gateway process itself, plenty for a city's few hundred messages a second.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "embedded_broker.port": (0, 65_535),
     "ingest.batch_size": (1, 65_535),
     "ingest.batch_interval_ms": (1, 10_000),
+    "ingest.workers": (1, 64),
     "serial.baudrate": (300, 4_000_000),
     "metrics.port": (-1, 65_535),
     "api.port": (-1, 65_535),
@@ -331,6 +335,10 @@ def check(config: GatewayConfig) -> None:
     if config.mqtt.share_group and config.mqtt.protocol != 5:
         raise ConfigError("mqtt.share_group needs mqtt.protocol = 5 (shared subscriptions are "
                           "MQTT 5); set share_group = \"\" for an MQTT 3.1.1 broker")
+    if config.ingest.workers > 1 and not (config.mqtt.url and config.mqtt.share_group):
+        raise ConfigError("ingest.workers > 1 needs an external MQTT 5 broker (mqtt.url) and a "
+                          "shared subscription (mqtt.share_group): the workers split the "
+                          "stream as members of one share group")
     scheme = urlsplit(config.store_url).scheme
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(

@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Protocol
+
+import cbor2
 
 from citisense_gateway import twin, uplink
 from citisense_gateway.commands import ack_outcome
@@ -34,11 +37,14 @@ from citisense_gateway.store.base import (
     NotFound,
     QuarantineRow,
     Store,
+    UplinkRow,
 )
 from citisense_gateway.uplink import Rejection
 from citisense_protocols import messages
-from citisense_protocols.errors import AuthError
+from citisense_protocols.errors import AuthError, DecodeError
 from citisense_protocols.replay import REPLAYED, WIDTH, ReplayWindow
+
+FULL = (1 << WIDTH) - 1
 
 log = logging.getLogger("citisense.ingest")
 
@@ -48,6 +54,15 @@ TELEMETRY_LENGTH = {role: length for length, role in ROLE_OF_LENGTH.items()}
 QUARANTINE_PAYLOAD = 512  # bytes of a refused payload kept for forensics
 SLICE = 200  # messages taken between two turns of the event loop (a few milliseconds)
 KIND_NAMES = {kind: messages.KIND_NAMES[kind] for kind in uplink.UPLINK_KINDS}
+
+
+# A telemetry topic's lane: node, its key's MacKey.open, the pattern of its role's plainly
+# valid telemetry, its replay window, whether it is a parking node (twin.learn reads its
+# telemetry).
+_Lane = tuple[int, Callable[[bytes], bytes | None], re.Pattern[bytes], ReplayWindow, bool]
+# The lane reads bodies by these keys as literals.
+assert (messages.KEY_NODE, messages.KEY_BOOT, messages.KEY_SEQ, messages.KEY_TS,
+        messages.KEY_TQ, messages.KEY_DATA) == (2, 3, 4, 5, 6, 7)
 
 
 class Outcome(NamedTuple):
@@ -134,11 +149,40 @@ class _Batch:
 Observer = Callable[[IngestBatch], Awaitable[None]]
 
 
+class Settled(NamedTuple):
+    """The counts of one committed batch: what the metrics learn from it (an ingest worker
+    process sends them to the gateway process, see ingest_workers.py)."""
+
+    size: int
+    duplicates: int
+    kinds: dict[int, int]  # stored, per message kind
+    rejected: dict[str, int]  # per reason
+    received: dict[str, int]  # per source name
+    node_lag: float | None
+    commit_lag: float  # from receipt of the batch's oldest message to its commit
+
+
+def count(metrics: Metrics, settled: Settled) -> None:
+    m = metrics
+    m.duplicates.inc(settled.duplicates)
+    for kind, n in settled.kinds.items():
+        m.stored.labels(KIND_NAMES[kind]).inc(n)
+    for reason, n in settled.rejected.items():
+        m.rejected.labels(reason).inc(n)
+    for name, n in settled.received.items():
+        m.received.labels(name.split(":", 1)[0]).inc(n)
+    if settled.node_lag is not None:
+        m.node_lag.set(settled.node_lag)
+    m.batches.observe(settled.size)
+    m.commit_lag.observe(settled.commit_lag)
+
+
 class Ingest:
     def __init__(
         self, store: Store, keyring: KeyRing, metrics: Metrics, *, batch_size: int = 500,
         batch_interval: float = 0.02, retry_after: float = 60.0,
         observers: Sequence[Observer] = (), clock: Callable[[], float] = time.time,
+        on_settled: Callable[[Settled], None] | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring
@@ -147,6 +191,7 @@ class Ingest:
         self.batch_interval = batch_interval
         self.retry_after = retry_after  # when a command answered failed/busy is resent
         self.observers = list(observers)
+        self.on_settled = on_settled or (lambda settled: count(metrics, settled))
         self.clock = clock
         self._inbox: deque[_Chunk] = deque()
         self._wake = asyncio.Event()
@@ -154,6 +199,8 @@ class Ingest:
         self._sealed: list[_Batch] = []  # sealed, not committed yet
         self._taking = asyncio.Lock()  # one taker at a time: run(), or flush() meanwhile
         self._windows: dict[int, ReplayWindow] = {}
+        self._lanes: dict[str, _Lane] = {}  # by telemetry topic
+        self._lanes_generation = -1  # of the keyring the lanes were opened with
         self._births: dict[int, tuple[int, int] | None] = {}
         self._committing: asyncio.Task[None] | None = None
         self.committed = 0  # messages settled (stored, duplicate or quarantined)
@@ -258,19 +305,17 @@ class Ingest:
                 log.exception("acknowledging to %s failed", source.name)
         self._sealed.remove(batch)
         self.committed += batch.size
-        m = self.metrics
         raced = len(batch.data.uplinks) - stored  # stored meanwhile by another instance
-        m.duplicates.inc(batch.duplicates + raced)
-        for kind, count in batch.kinds.items():
-            m.stored.labels(KIND_NAMES[kind]).inc(count)
-        for reason, count in batch.rejected.items():
-            m.rejected.labels(reason).inc(count)
-        for name, count in batch.received.items():
-            m.received.labels(name.split(":", 1)[0]).inc(count)
-        if batch.node_lag is not None:
-            m.node_lag.set(batch.node_lag)
-        m.batches.observe(batch.size)
-        m.commit_lag.observe(max(0.0, self.clock() - batch.oldest))
+        kinds = batch.kinds
+        if raced:
+            # Which rows the other instance had stored is not known: counted off the commonest
+            # kind of the batch, so that the total stored is exact.
+            kinds = dict(kinds)
+            commonest = max(kinds, key=kinds.__getitem__)
+            kinds[commonest] -= min(raced, kinds[commonest])
+        self.on_settled(Settled(
+            batch.size, batch.duplicates + raced, kinds, batch.rejected, batch.received,
+            batch.node_lag, max(0.0, self.clock() - batch.oldest)))
         for observer in self.observers:
             try:
                 await observer(batch.data)
@@ -284,6 +329,9 @@ class Ingest:
 
         Stops at the first one left to _take (a node's first message since start, an unknown
         node, a counter already seen, a will, a serial frame) or when the batch is full.
+        Telemetry, nearly all of the traffic, takes its lane (_Lane): everything known of
+        its topic looked up at once, the body checked by one pattern match, rows and twin
+        updates written here.
         """
         batch = self._batch
         items = chunk.items
@@ -293,9 +341,67 @@ class Ingest:
         outcomes = batch.outcomes_of(source)
         keys = self.keyring
         windows = self._windows
+        if keys.generation != self._lanes_generation:  # keys changed: lanes hold old ones
+            self._lanes.clear()
+            self._lanes_generation = keys.generation
+        lanes = self._lanes
+        received_at = chunk.received_at
+        via = source.name
+        data = batch.data
+        uplinks = data.uplinks
+        twins = data.twins
+        new = tuple.__new__  # a NamedTuple's own __new__ is a Python call
+        loads = cbor2.loads
+        telemetry = 0
         while i < end:
             item = items[i]
             topic = item.topic
+            lane = lanes.get(topic) if topic is not None else None
+            if lane is not None:
+                node, opener, pattern, lane_window, parking = lane
+                try:
+                    raw = opener(item.payload)
+                except DecodeError:
+                    raw = None
+                # Anything but plainly valid, fresh telemetry: the general path below.
+                if raw is not None and pattern.fullmatch(raw) is not None:
+                    body = loads(raw)
+                    boot = body[3]
+                    seq = body[4]
+                    counter = (boot << 32) | seq
+                    highest = lane_window.highest
+                    if body[2] == node and counter > highest:
+                        # ReplayWindow.accept, for a new highest counter
+                        shift = counter - highest
+                        lane_window.seen = (((lane_window.seen << shift) | 1) & FULL
+                                            if shift < WIDTH else 1)
+                        lane_window.highest = counter
+                        outcomes.append(new(Outcome, (item.packet_id, node, boot, seq, True)))
+                        ts = body[5]
+                        tq = body[6]
+                        values = body[7]
+                        # Validated telemetry holds only integers and nulls: its repr is
+                        # nearly JSON already.
+                        uplinks.append(new(UplinkRow, (
+                            node, boot, seq, messages.TELEMETRY, ts, tq,
+                            float(ts) if tq != messages.TQ_UPTIME else received_at,
+                            received_at, repr(values).replace(" ", "").replace("None", "null"),
+                            via)))
+                        update = twins.get(node)
+                        if update is None or parking:
+                            twins[node] = twin.learn(update, body, received_at, via)
+                        else:  # what twin.learn takes from telemetry other than parking's
+                            if received_at > update.last_seen:
+                                update.last_seen = received_at
+                            update.via = via
+                            update.online = True
+                        if tq != messages.TQ_UPTIME:
+                            batch.node_lag = received_at - ts
+                        telemetry += 1
+                        i += 1
+                        continue
+            elif topic is not None:
+                self._open_lane(topic)
             if topic is None:
                 break
             try:
@@ -323,12 +429,25 @@ class Ingest:
             window.accept(counter)
             if kind == messages.BIRTH:
                 self._births[node] = (boot, seq)
-            # tuple.__new__: a NamedTuple's own __new__ is a Python call.
-            outcomes.append(tuple.__new__(Outcome, (item.packet_id, node, boot, seq, True)))
+            outcomes.append(new(Outcome, (item.packet_id, node, boot, seq, True)))
             self._store(body, node, kind, chunk)
             i += 1
+        if telemetry:
+            batch.kinds[messages.TELEMETRY] = batch.kinds.get(messages.TELEMETRY, 0) + telemetry
         batch.count(source, i - first)
         chunk.next = i
+
+    def _open_lane(self, topic: str) -> None:
+        """The lane of a telemetry topic whose node is known and has its replay window."""
+        try:
+            node, kind = uplink.parse_topic(topic)
+        except Rejection:
+            return
+        found = self.keyring.get(node)
+        window = self._windows.get(node)
+        if kind == messages.TELEMETRY and found is not None and window is not None:
+            self._lanes[topic] = (node, found.mac.open, uplink.telemetry_pattern(
+                TELEMETRY_LENGTH[found.role]), window, found.role == "parking")
 
     async def _take(self, chunk: _Chunk) -> None:
         """Take the chunk's next message, awaiting the store or the registry if need be."""

@@ -28,12 +28,14 @@ class KeyRing:
         self._keys: dict[int, NodeKey] = {}
         self._min_interval = min_interval
         self._refreshed = -1e9
+        self.generation = 0  # counts refreshes: whoever cached a key looks again after one
 
     async def refresh(self) -> None:
         nodes = await self._store.nodes()
         self._keys = {n.node_id: NodeKey(n.node_id, n.role, n.mac_key, MacKey(n.mac_key))
                       for n in nodes}
         self._refreshed = time.monotonic()
+        self.generation += 1
 
     def get(self, node_id: int) -> NodeKey | None:
         return self._keys.get(node_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 
 from citisense_gateway import mqtt_wire
 from citisense_gateway.ingest import Ingest, Outcome
@@ -43,12 +44,13 @@ def uplink_filter(share_group: str) -> str:
 
 class MqttIngestLink:
     def __init__(self, settings: MqttSettings, share_group: str, ingest: Ingest,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, on_connection: Callable[[bool], None] | None = None) -> None:
         self.settings = settings
         self.topic_filter = uplink_filter(share_group)
         self.ingest = ingest
         self.metrics = metrics
         self.connected = asyncio.Event()
+        self.on_connection = on_connection or (lambda up: self.metrics.mqtt_connected.set(up))
 
     def _on_publish(self, conn: MqttConnection, packets: list[mqtt_wire.Publish]) -> None:
         session = self._sessions.get(conn)
@@ -72,7 +74,7 @@ class MqttIngestLink:
                 log.info("ingest subscribed", extra={
                     "broker": f"{self.settings.host}:{self.settings.port}",
                     "filter": self.topic_filter, "session_present": conn.session_present})
-                self.metrics.mqtt_connected.set(1)
+                self.on_connection(True)
                 self.connected.set()
                 delay = 0.5
                 try:
@@ -81,7 +83,7 @@ class MqttIngestLink:
                     log.warning("ingest connection lost: %s", err)
                 finally:
                     self.connected.clear()
-                    self.metrics.mqtt_connected.set(0)
+                    self.on_connection(False)
                     self._sessions.pop(conn, None)
             except MqttError as err:
                 log.warning("ingest cannot connect: %s", err)

@@ -229,6 +229,8 @@ class PacketReader:
         pos = 0
         end = len(buf)
         need = 0
+        v5 = self.version == MQTT_5
+        new = tuple.__new__  # a NamedTuple's own __new__ is a Python call, paid per message
         while end - pos >= 2:
             first = buf[pos]
             length = buf[pos + 1]
@@ -243,7 +245,22 @@ class PacketReader:
             if stop > end:
                 need = stop - pos
                 break
-            if first >> 4 == PUBLISH:
+            if first & 0xF6 == 0x32 and v5:  # PUBLISH QoS 1, MQTT 5: nearly all traffic
+                topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                start = topic_end + 3
+                packet_id = (buf[topic_end] << 8) | buf[topic_end + 1] if start <= stop else 0
+                if packet_id and buf[topic_end + 2] == 0:  # and no properties
+                    try:
+                        topic = buf[i + 2 : topic_end].decode()
+                    except UnicodeDecodeError:
+                        topic = ""
+                    if topic:
+                        packets.append(new(Publish, (topic, buf[start:stop], 1, packet_id,
+                                                     first & 0x08 != 0, first & 1 != 0)))
+                        pos = stop
+                        continue
+                packets.append(self._publish(first, buf, i, stop))
+            elif first >> 4 == PUBLISH:
                 packets.append(self._publish(first, buf, i, stop))
             else:
                 packets.append(self._decode(first, buf[i:stop]))

@@ -4,12 +4,16 @@ Start order: store, metrics, (embedded broker), consumers, then the links that r
 Stop order is the reverse: links stop receiving, ingest commits what it holds (and acks
 it), then the rest. A SIGKILL at any point loses nothing: unacknowledged messages are
 redelivered by the broker to the persistent session.
+
+With ingest.workers > 1 the MQTT ingest runs in worker processes (ingest_workers.py) that
+report their commits here; serial links and everything else stay in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -23,6 +27,7 @@ from citisense_gateway.commands import CommandPolicy, Commands
 from citisense_gateway.config import GatewayConfig, broker_address
 from citisense_gateway.downlink import Downlinks
 from citisense_gateway.ingest import Ingest
+from citisense_gateway.ingest_workers import IngestWorkers
 from citisense_gateway.keyring import KeyRing
 from citisense_gateway.metrics import Metrics
 from citisense_gateway.mqtt_client import MqttSettings
@@ -55,6 +60,7 @@ class Gateway:
         self._book: embedded_broker.AccountBook | None = None
         self._gateway_hash = ""
         self.ready = asyncio.Event()
+        self.receiving_since = 0.0  # perf_counter when MQTT ingest began connecting
 
     async def start(self) -> None:
         c = self.config
@@ -97,18 +103,23 @@ class Gateway:
         for t in await store.twins():
             if t.via:
                 self.downlinks.route(t.node_id, t.via)
+        observers = [self.downlinks.observe, self.commands.observe, self.reconciler.observe,
+                     self.parking.observe]
         self.ingest = Ingest(
             store, keyring, self.metrics, batch_size=c.ingest.batch_size,
-            batch_interval=c.ingest.batch_interval_ms / 1000,
-            observers=[self.downlinks.observe, self.commands.observe, self.reconciler.observe,
-                       self.parking.observe],
+            batch_interval=c.ingest.batch_interval_ms / 1000, observers=observers,
         )
-        settings = MqttSettings(
-            host, port, c.client_id, username=username, password=password, version=version,
-            keepalive=c.mqtt.keepalive, clean_start=False, session_expiry=c.mqtt.session_expiry,
-            receive_maximum=c.mqtt.receive_maximum, tls=tls,
-        )
-        self.mqtt = MqttIngestLink(settings, share_group, self.ingest, self.metrics)
+        self.mqtt: MqttIngestLink | IngestWorkers
+        if c.ingest.workers > 1:  # config.check: an external MQTT 5 broker, a share group
+            self.mqtt = IngestWorkers(c, password, self.metrics, observers)
+        else:
+            settings = MqttSettings(
+                host, port, c.client_id, username=username, password=password,
+                version=version, keepalive=c.mqtt.keepalive, clean_start=False,
+                session_expiry=c.mqtt.session_expiry, receive_maximum=c.mqtt.receive_maximum,
+                tls=tls,
+            )
+            self.mqtt = MqttIngestLink(settings, share_group, self.ingest, self.metrics)
         self.serial = [SerialLink(p, c.serial.baudrate, self.ingest, keyring, store, self.metrics)
                        for p in c.serial.ports]
         for link in self.serial:
@@ -128,6 +139,7 @@ class Gateway:
             if api.done():  # it could not bind: say why instead of waiting forever
                 ready.cancel()
                 api.result()
+        self.receiving_since = time.perf_counter()
         self._receivers = [self._spawn(self.mqtt.run(), "mqtt")]
         self._receivers += [self._spawn(s.run(), s.name) for s in self.serial]
         await self._wait_connected()
@@ -154,8 +166,18 @@ class Gateway:
         await serve(app, c.api.host, c.api.port, ready=ready)
 
     async def _wait_connected(self) -> None:
+        # Worker processes import and load first: give them longer.
+        timeout = 10 if isinstance(self.mqtt, MqttIngestLink) else 30
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.mqtt.connected.wait(), 10)
+            await asyncio.wait_for(self.mqtt.connected.wait(), timeout)
+        if isinstance(self.mqtt, IngestWorkers) and self.mqtt.receiving_since is not None:
+            self.receiving_since = self.mqtt.receiving_since
+
+    @property
+    def committed(self) -> int:
+        """Uplinks settled (stored, duplicate or quarantined) since start, in every process."""
+        workers = self.mqtt.committed if isinstance(self.mqtt, IngestWorkers) else 0
+        return self.ingest.committed + workers
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -231,6 +253,7 @@ class Gateway:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        gc.freeze()  # what start loaded lives on: keep it out of every later collection
         try:
             await stop.wait()
         finally:

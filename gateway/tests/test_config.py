@@ -39,6 +39,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     ({"CITISENSE_MQTT_URL": "mqtt://broker:1883"}, "no default credentials"),
     ({"CITISENSE_MQTT_PROTOCOL": "4"}, "share_group needs mqtt.protocol = 5"),
     ({"CITISENSE_STORE_URL": "mysql://db"}, "store.url = 'mysql://db'"),
+    ({"CITISENSE_INGEST_WORKERS": "2"}, "ingest.workers > 1 needs an external MQTT 5 broker"),
+    ({"CITISENSE_INGEST_WORKERS": "2", "CITISENSE_MQTT_URL": "mqtt://b", "CITISENSE_MQTT_PASSWORD":
+      "x", "CITISENSE_MQTT_SHARE_GROUP": ""}, "and a shared subscription (mqtt.share_group)"),
 ])
 def test_bad_values_are_explained(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -21,6 +21,7 @@ from gwkit import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from citisense_gateway import config, schedules
+from citisense_gateway.ingest_workers import IngestWorkers
 from citisense_gateway.mqtt_client import MqttConnection, MqttSettings
 from citisense_gateway.service import Gateway
 from citisense_gateway.store.base import Store
@@ -254,6 +255,75 @@ def test_two_gateways_split_one_stream(tmp_path: Path, pg_url: str) -> None:
                 for g in gateways:
                     await g.stop()
                 broker.mosquitto.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.broker
+def test_ingest_workers_share_the_stream_and_report_to_the_gateway(tmp_path: Path,
+                                                                   store_url: str) -> None:
+    """ingest.workers = 2: two processes store the stream once; the gateway process gets
+    their counts (metrics) and what its observers need (routes, command acks, parking)."""
+
+    async def scenario() -> None:
+        async with opened(store_url) as store:
+            fleet = await provision(store, [(101, "lighting"), (102, "parking")]
+                                    + [(300 + i, "air") for i in range(8)])
+            broker = start_mosquitto(tmp_path / "mq", fleet)
+            assert broker.mosquitto is not None
+            gateway = Gateway(config.load(environ={}, overrides=gateway_overrides(
+                tmp_path, store_url, broker, **{"ingest.workers": 2})))
+            await gateway.start()
+            nodes = list(fleet.nodes.values())
+            try:
+                assert gateway.mqtt.connected.is_set()
+                assert gateway.metrics_port is not None
+                assert metric(gateway.metrics_port, "citisense_mqtt_connected") == 1
+                for node in nodes:
+                    await node.connect(broker.host, broker.port, fleet.passwords[node.node_id])
+                    assert await node.send_birth() == 0
+                sent = len(nodes)
+                for _ in range(30):
+                    for node in nodes:
+                        await node.publish(messages.TELEMETRY, node.telemetry())
+                        sent += 1
+                retried = fleet.nodes[101].telemetry()
+                for _ in range(3):  # a retrying node: the workers store it once
+                    await fleet.nodes[101].publish(messages.TELEMETRY, retried)
+                sent += 3
+
+                async def settled() -> bool:
+                    return gateway.committed == sent
+
+                await eventually(settled)
+                distinct = sent - 2
+                assert await store.count_uplinks() == distinct
+                assert await store.count_quarantined() == 0
+                port = gateway.metrics_port
+                assert metric(port, "citisense_ingest_stored_total") == distinct
+                assert metric(port, "citisense_ingest_duplicates_total") == 2
+                assert metric(port, "citisense_ingest_received_total") == sent
+                assert (await store.twin(102)).bay_state == 1  # SAMPLE parking: occupied
+                await command_round_trip(gateway, store, fleet)  # the ack came via a worker
+
+                # A worker that dies is started again; the broker redelivers what it held.
+                assert isinstance(gateway.mqtt, IngestWorkers)
+                gateway.mqtt.processes[1].kill()
+                expected = await store.count_uplinks() + len(nodes)
+                for node in nodes:
+                    await node.publish(messages.TELEMETRY, node.telemetry())
+
+                async def all_stored() -> bool:
+                    return await store.count_uplinks() == expected
+
+                await eventually(all_stored, timeout=30)
+                await eventually(lambda: asyncio.sleep(0, gateway.mqtt.connected.is_set()))
+            finally:
+                for node in nodes:
+                    await node.close()
+                await gateway.stop()
+                broker.mosquitto.stop()
+        assert gateway.mqtt.connected.is_set() is False
 
     asyncio.run(scenario())
 

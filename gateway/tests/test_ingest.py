@@ -247,3 +247,26 @@ def test_a_flush_while_the_consumer_runs_takes_each_message_once(tmp_path: Path)
             assert ingest.metrics.duplicates._value.get() == 1
 
     run(scenario())
+
+
+def test_a_new_key_takes_effect_at_the_next_key_refresh(tmp_path: Path) -> None:
+    """Telemetry of a known node takes a fast lane holding its key: a refresh closes it."""
+
+    async def scenario() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'g.db'}") as store:
+            lamp = (await provision(store, [(1, "lighting")])).nodes[1]
+            ingest = await pipeline(store)
+            src = Source()
+            for token in range(1, 4):  # the first seeds the window, then the lane opens
+                ingest.offer(src, topic(lamp), lamp.telemetry(), token)
+            await ingest.flush()
+            await store.remove_node(1, "test")
+            await store.add_node(Node(1, "lighting", secrets.token_bytes(32), "$7$unused"), "test")
+            await ingest.keyring.refresh()
+            ingest.offer(src, topic(lamp), lamp.telemetry(), 4)  # signed with the old key
+            await ingest.flush()
+            assert [o.accepted for o in src.outcomes] == [True, True, True, False]
+            assert [q.reason for q in await store.quarantined()] == ["bad-mac"]
+            assert await store.count_uplinks() == 3
+
+    run(scenario())

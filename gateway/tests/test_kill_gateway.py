@@ -1,5 +1,6 @@
 """Exactly-once under crashes: the gateway (a subprocess) is killed with SIGKILL five times
 while a QoS 1 stream of 50,000 messages flows; every message ends up stored exactly once.
+With ingest.workers = 2 its two worker processes go down with it.
 
 CITISENSE_KILL_MESSAGES changes the stream length (default 50,000).
 """
@@ -77,7 +78,9 @@ def stored(db: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM uplinks").fetchone()[0])
 
 
-def test_sigkill_five_times_during_a_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_five_times_during_a_stream_loses_and_duplicates_nothing(tmp_path: Path,
+                                                                        workers: int) -> None:
     db = tmp_path / "gateway.db"
     store_url = f"sqlite:///{db}"
     publisher_password = acl.new_password()
@@ -107,6 +110,8 @@ url = "mqtt://127.0.0.1:{broker.port}"
 password_file = "{tmp_path / 'gateway.password'}"
 [metrics]
 port = {metrics_port}
+[ingest]
+workers = {workers}
 [api]
 port = -1
 """)

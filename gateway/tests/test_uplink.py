@@ -78,6 +78,24 @@ def test_plain_telemetry_lane_agrees_with_the_validator(body: dict[Any, Any], le
         assert len(value[messages.KEY_DATA]) == length
 
 
+@given(st.sampled_from([5, 6, 7]), st.data())
+def test_plain_telemetry_lane_takes_all_valid_telemetry_in_deterministic_encoding(
+        length: int, data: st.DataObject) -> None:
+    edges = [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1]
+    values: list[int | None] = [
+        data.draw(st.integers(lo, hi) | st.sampled_from([e for e in edges + [-e for e in edges]
+                                                         if lo <= e <= hi] + [lo, hi])
+                  | (st.none() if nullable else st.nothing()))
+        for nullable, lo, hi in uplink._LAYOUTS[length]]
+    u32 = st.integers(0, 2**32 - 1) | st.sampled_from(edges)
+    node = data.draw(st.integers(1, 2**32 - 1) | st.sampled_from(edges[1:]))
+    body = messages.uplink(messages.TELEMETRY, node, data.draw(u32), data.draw(u32),
+                           data.draw(u32), data.draw(st.integers(0, 2)), values)
+    raw = cbor2.dumps(body, canonical=True)
+    assert uplink.plain_telemetry(raw, node, length) == body
+    assert uplink.plain_telemetry(raw, node + 1, length) is None  # another node's body
+
+
 def test_duplicate_map_keys_are_refused(lamp: SimNode) -> None:
     body = messages.uplink(messages.TELEMETRY, 42, 1, 9, 1767225600, 2, [1, 0, 0, 0, 0, 0])
     raw = cbor2.dumps(body, canonical=True)

