@@ -7,11 +7,15 @@ one commits; a batch's messages are acknowledged to their transport only after i
 commit, in arrival order. Rejected payloads are quarantined in the same transaction and
 acknowledged too: redelivering them would not make them valid.
 
-Exactly-once: the store key is (node, boot, seq). A counter that the node's replay
-window has not seen cannot be stored yet, so only the rare "seen" counter costs a
-lookup, which tells a duplicate (acknowledge again, store nothing) from a replay
-(quarantine). Windows are rebuilt from the store after a restart, so no state lives only
-in this process.
+Exactly-once: the store key is (node, boot, seq); the replay window is a security check
+in front of it. A counter that the node's window has not seen cannot be stored yet, so
+only the rare "seen" counter costs a lookup, which tells a duplicate (acknowledge again,
+store nothing) from one never stored. Windows are rebuilt from the store after a restart,
+so no state lives only in this process; but each ingest worker or instance has its own,
+and a message redelivered to one after the others stored far newer counters of its node
+is older than its window. Never stored and made recently enough that retention would
+still keep it raw, it is a late delivery: stored, and counted. Made before that, its
+stored copy may have been summarised and deleted, so it is refused as a replay.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from citisense_gateway import twin, uplink
 from citisense_gateway.commands import ack_outcome
 from citisense_gateway.keyring import KeyRing, NodeKey
 from citisense_gateway.metrics import Metrics
+from citisense_gateway.retention import DAY, RetentionPolicy
 from citisense_gateway.store.base import (
     CommandAck,
     IngestBatch,
@@ -42,7 +47,7 @@ from citisense_gateway.store.base import (
 from citisense_gateway.uplink import Rejection
 from citisense_protocols import messages
 from citisense_protocols.errors import AuthError, DecodeError
-from citisense_protocols.replay import REPLAYED, WIDTH, ReplayWindow
+from citisense_protocols.replay import REPLAYED, TOO_OLD, WIDTH, ReplayWindow
 
 FULL = (1 << WIDTH) - 1
 
@@ -120,6 +125,7 @@ class _Batch:
         self.opened = 0.0  # loop time of the first message
         self.oldest = 0.0  # wall time of the first message
         self.duplicates = 0
+        self.late = 0  # stored though older than the replay window
         self.rejected: dict[str, int] = {}
         self.kinds: dict[int, int] = {}
         self.received: dict[str, int] = {}  # per transport
@@ -160,11 +166,13 @@ class Settled(NamedTuple):
     received: dict[str, int]  # per source name
     node_lag: float | None
     commit_lag: float  # from receipt of the batch's oldest message to its commit
+    late: int = 0  # stored though older than the replay window (Ingest._late)
 
 
 def count(metrics: Metrics, settled: Settled) -> None:
     m = metrics
     m.duplicates.inc(settled.duplicates)
+    m.late.inc(settled.late)
     for kind, n in settled.kinds.items():
         m.stored.labels(KIND_NAMES[kind]).inc(n)
     for reason, n in settled.rejected.items():
@@ -183,6 +191,7 @@ class Ingest:
         batch_interval: float = 0.02, retry_after: float = 60.0,
         observers: Sequence[Observer] = (), clock: Callable[[], float] = time.time,
         on_settled: Callable[[Settled], None] | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring
@@ -193,6 +202,12 @@ class Ingest:
         self.observers = list(observers)
         self.on_settled = on_settled or (lambda settled: count(metrics, settled))
         self.clock = clock
+        # How long retention keeps each kind raw: the horizon of a late delivery (_late).
+        retention = retention or RetentionPolicy()
+        status = retention.status_days * DAY
+        self._kept = {messages.TELEMETRY: retention.raw_days * DAY,
+                      messages.EVENT: retention.events_days * DAY, messages.BIRTH: status,
+                      messages.HEALTH: status, messages.ACK: status, messages.WILL: status}
         self._inbox: deque[_Chunk] = deque()
         self._wake = asyncio.Event()
         self._batch = _Batch()
@@ -315,7 +330,7 @@ class Ingest:
             kinds[commonest] -= min(raced, kinds[commonest])
         self.on_settled(Settled(
             batch.size, batch.duplicates + raced, kinds, batch.rejected, batch.received,
-            batch.node_lag, max(0.0, self.clock() - batch.oldest)))
+            batch.node_lag, max(0.0, self.clock() - batch.oldest), batch.late))
         for observer in self.observers:
             try:
                 await observer(batch.data)
@@ -553,11 +568,36 @@ class Ingest:
             # message is stored or about to be. Only one older than the window needs a look.
             if err.reason == REPLAYED or await self.store.is_stored(node, boot, seq):
                 return False
+            if err.reason == TOO_OLD and await self._late(body, node, boot, seq):
+                self._batch.late += 1
+                return True  # the window stays: it only moves forward
             raise Rejection(uplink.REPLAY, err.reason, node) from err
         window.accept(counter)
         if kind == messages.BIRTH:
             self._births[node] = (boot, seq)
         return True
+
+    async def _late(self, body: dict[int, Any], node: int, boot: int, seq: int) -> bool:
+        """An authentic message older than the window and never stored: made recently enough
+        that retention would still keep it raw (so it cannot be a summarised one again)?
+
+        Timed by uptime, it is placed in time by another message of its boot timed so:
+        made ts - ts' seconds before that one was received.
+        """
+        ts = body[messages.KEY_TS]
+        made = float(ts)
+        if body[messages.KEY_TQ] == messages.TQ_UPTIME:
+            timed = (node, boot, messages.TQ_UPTIME)
+            reference = next(((row.ts, row.received_at)  # not committed yet
+                              for batch in (self._batch, *self._sealed)
+                              for row in reversed(batch.data.uplinks)
+                              if (row.node_id, row.boot, row.tq) == timed), None)
+            if reference is None:
+                reference = await self.store.uptime_reference(node, boot)
+                if reference is None:
+                    return False
+            made = reference[1] - (reference[0] - ts)
+        return made >= self.clock() - self._kept[body[messages.KEY_KIND]]
 
     async def _seed(self, node: int) -> ReplayWindow:
         """The node's window as the store knows it: its newest stored counters."""

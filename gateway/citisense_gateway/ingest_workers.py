@@ -45,6 +45,7 @@ from citisense_gateway.keyring import KeyRing
 from citisense_gateway.metrics import Metrics
 from citisense_gateway.mqtt_client import MqttSettings
 from citisense_gateway.mqtt_ingest import MqttIngestLink
+from citisense_gateway.retention import RetentionPolicy
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import CommandAck, IngestBatch, TwinUpdate
 
@@ -234,7 +235,8 @@ async def _worker(index: int) -> None:
     await keyring.refresh()
     ingest = Ingest(store, keyring, Metrics(), batch_size=cfg.ingest.batch_size,
                     batch_interval=cfg.ingest.batch_interval_ms / 1000,
-                    observers=[reporter.observe], on_settled=reporter.settled)
+                    observers=[reporter.observe], on_settled=reporter.settled,
+                    retention=RetentionPolicy.of(cfg.retention))
     host, port, use_tls = broker_address(cfg)
     tls = ssl.create_default_context(cafile=cfg.mqtt.ca_file or None) if use_tls else None
     settings = MqttSettings(

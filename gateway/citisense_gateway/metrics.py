@@ -28,6 +28,11 @@ class Metrics:
             "citisense_ingest_duplicates",
             "Uplinks received again after being stored (redeliveries, retries), not stored twice",
             registry=r)
+        self.late = Counter(
+            "citisense_ingest_late",
+            "Uplinks stored though older than the replay window: redelivered after newer "
+            "ones of their node were stored (by another ingest worker or instance), never "
+            "stored before, and within retention", registry=r)
         self.rejected = Counter(
             "citisense_ingest_rejected",
             "Uplinks refused and quarantined, by reason (malformed and invalid are decode "

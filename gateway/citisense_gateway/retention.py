@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from citisense_gateway import air
-from citisense_gateway.store.base import HourlyRow, Store
+from citisense_gateway.config import RetentionSection
+from citisense_gateway.store.base import HourlyRow, Store, UplinkRow
 from citisense_protocols import messages
 
 log = logging.getLogger("citisense.retention")
@@ -56,6 +57,11 @@ class RetentionPolicy:
     status_days: int = 90
     events_days: int = 365
 
+    @classmethod
+    def of(cls, section: RetentionSection) -> RetentionPolicy:
+        return cls(section.raw_days, section.hourly_days, section.status_days,
+                   section.events_days)
+
 
 async def run_once(store: Store, policy: RetentionPolicy, now: float) -> dict[str, int]:
     # Whole hours only, so an hour is never summarised from part of its samples.
@@ -65,14 +71,16 @@ async def run_once(store: Store, policy: RetentionPolicy, now: float) -> dict[st
         rows = await store.telemetry_before(before, CHUNK)
         if not rows:
             break
-        groups: dict[tuple[int, int], list[list[int | None]]] = defaultdict(list)
+        groups: dict[tuple[int, int], list[UplinkRow]] = defaultdict(list)
         for row in rows:
-            groups[(row.node_id, int(row.at // 3600) * 3600)].append(json.loads(row.data))
+            groups[(row.node_id, int(row.at // 3600) * 3600)].append(row)
         if len(rows) == CHUNK and len(groups) > 1:
             groups.popitem()  # rows are ordered: the last node-hour may go on in the next chunk
-        hourly = [HourlyRow(node, hour, len(samples), json.dumps(summarise(samples)))
-                  for (node, hour), samples in groups.items()]
-        summarised += await store.downsample(before, hourly, list(groups))
+        hourly = [HourlyRow(node, hour, len(group),
+                            json.dumps(summarise([json.loads(r.data) for r in group])))
+                  for (node, hour), group in groups.items()]
+        summarised += await store.downsample(
+            hourly, [(r.node_id, r.boot, r.seq) for group in groups.values() for r in group])
         if len(rows) < CHUNK:
             break
     counts = {
@@ -80,6 +88,8 @@ async def run_once(store: Store, policy: RetentionPolicy, now: float) -> dict[st
         "status_purged": await store.purge(STATUS_KINDS, now - policy.status_days * DAY),
         "events_purged": await store.purge([messages.EVENT], now - policy.events_days * DAY),
         "hourly_purged": await store.purge_hourly(now - policy.hourly_days * DAY),
+        "hours_forgotten": await store.forget_hours(
+            now - max(policy.raw_days, policy.status_days, policy.events_days) * DAY - 3600),
     }
     log.info("retention pass", extra=counts)
     return counts

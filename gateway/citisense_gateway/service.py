@@ -108,6 +108,7 @@ class Gateway:
         self.ingest = Ingest(
             store, keyring, self.metrics, batch_size=c.ingest.batch_size,
             batch_interval=c.ingest.batch_interval_ms / 1000, observers=observers,
+            retention=retention.RetentionPolicy.of(c.retention),
         )
         self.mqtt: MqttIngestLink | IngestWorkers
         if c.ingest.workers > 1:  # config.check: an external MQTT 5 broker, a share group
@@ -210,9 +211,8 @@ class Gateway:
                     await self.reconciler.sweep()
                 if now - last_retention >= self.config.retention.interval_s:
                     last_retention = now
-                    r = self.config.retention
-                    await retention.run_once(self.store, retention.RetentionPolicy(
-                        r.raw_days, r.hourly_days, r.status_days, r.events_days), now)
+                    await retention.run_once(
+                        self.store, retention.RetentionPolicy.of(self.config.retention), now)
             except Exception:
                 log.exception("housekeeping failed")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from test_gateway_broker import metric
 from citisense_gateway import acl, config
 from citisense_gateway.mqtt_client import MqttConnection, MqttSettings
 from citisense_gateway.service import Gateway
-from citisense_gateway.simnode import SimNode
+from citisense_gateway.simnode import SAMPLE, SimNode
 from citisense_protocols import messages, topics
 
 pytestmark = pytest.mark.broker
@@ -46,7 +47,10 @@ def test_hostile_uplinks_are_counted_and_never_stored(tmp_path: Path) -> None:
             try:
                 node = fleet.nodes[301]
                 # Legitimate traffic first: a birth and 70 readings of boot 1.
-                early = [node.telemetry() for _ in range(5)]  # seq 0..4, held back
+                # seq 0..4, held back; made before raw telemetry's retention (30 days)
+                made = int(time.time()) - 60 * 86400
+                early = [node.message(messages.TELEMETRY, SAMPLE["lighting"], ts=made)
+                         for _ in range(5)]
                 node.seq = 5
                 legit = [(topics.topic(301, messages.BIRTH), node.birth())]
                 legit += [(topics.topic(301, messages.TELEMETRY), node.telemetry())
@@ -131,7 +135,8 @@ def hostile_payloads(node: SimNode, legit: list[tuple[str, bytes]], early: list[
     hostile.append((topics.topic(301, messages.HEALTH), node.telemetry()))
     expected["topic"] += 1
     # Replays: stored messages again (duplicates, acknowledged, not stored twice), a signed
-    # message older than the replay window that was never stored, and a stray will.
+    # message older than the replay window, never stored and made before retention's horizon
+    # (had it been stored, it might have been summarised and deleted), and a stray will.
     hostile += legit[:10]
     expected["duplicate"] = 10
     hostile.append((topics.topic(301, messages.TELEMETRY), early[0]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from citisense_gateway.ingest import Ingest, Outcome
 from citisense_gateway.keyring import KeyRing
 from citisense_gateway.metrics import Metrics
-from citisense_gateway.simnode import SimNode
+from citisense_gateway.simnode import SAMPLE, SimNode
 from citisense_gateway.store.base import IngestBatch, Node, Store
 from citisense_protocols import messages, topics
 
@@ -89,14 +90,14 @@ def test_a_restarted_gateway_knows_what_it_stored(tmp_path: Path) -> None:
             src = Source()
             for i, m in enumerate(stream[60:], start=60):  # redelivered and new
                 second.offer(src, topic(lamp), m, i)
-            second.offer(src, topic(lamp), stream[10], 10)  # too old, never stored: replay
+            second.offer(src, topic(lamp), stream[10], 10)  # too old, never stored: late
             second.offer(src, topic(lamp), stream[5], 5)  # too old, stored: duplicate
             await second.flush()
-            assert await store.count_uplinks() == 99
-            assert [o.accepted for o in src.outcomes] == [True] * 40 + [False, True]
-            refused = await store.quarantined()
-            assert [(q.reason, q.node_id) for q in refused] == [("replay", 1)]
-            assert "older than the replay window" in refused[0].detail
+            assert await store.count_uplinks() == 100
+            assert all(o.accepted for o in src.outcomes) and len(src.outcomes) == 42
+            assert await store.count_quarantined() == 0
+            assert second.metrics.late._value.get() == 1
+            assert second.metrics.duplicates._value.get() == 21  # 60..79 and 5
 
     run(scenario())
 
@@ -268,5 +269,79 @@ def test_a_new_key_takes_effect_at_the_next_key_refresh(tmp_path: Path) -> None:
             assert [o.accepted for o in src.outcomes] == [True, True, True, False]
             assert [q.reason for q in await store.quarantined()] == ["bad-mac"]
             assert await store.count_uplinks() == 3
+
+    run(scenario())
+
+
+def test_a_late_redelivery_to_another_worker_is_stored_not_refused(store_url: str) -> None:
+    """Ingest workers share one store and split one node's stream. A worker that dies with
+    a batch uncommitted gets it back after the others stored far newer counters: older than
+    its replay window, never stored, signed by the node in its current boot, so stored late.
+    """
+
+    async def scenario() -> None:
+        async with opened(store_url) as a_store, opened(store_url) as b_store:
+            lamp = (await provision(a_store, [(1, "lighting")])).nodes[1]
+            stream = [lamp.telemetry() for _ in range(200)]
+            a, b = await pipeline(a_store), await pipeline(b_store)
+            a_src, b_src = Source(), Source()
+            for seq in range(0, 40, 2):  # the share group alternates: evens to a, odds to b
+                a.offer(a_src, topic(lamp), stream[seq], seq)
+            await a.flush()
+            for seq in range(40, 60, 2):
+                a.offer(a_src, topic(lamp), stream[seq], seq)  # a dies before committing these
+            for seq in range(1, 200, 2):
+                b.offer(b_src, topic(lamp), stream[seq], seq)
+            await b.flush()
+            restarted, src = await pipeline(a_store), Source()  # its window comes from the store
+            for seq in [*range(40, 60, 2), *range(60, 200, 2)]:  # redelivered, then new
+                restarted.offer(src, topic(lamp), stream[seq], seq)
+            await restarted.flush()
+            assert all(o.accepted for o in src.outcomes)
+            assert await a_store.count_quarantined() == 0
+            assert await a_store.count_uplinks() == 200  # each once
+            late = restarted.metrics.late._value.get()
+            assert late == len(range(40, 136, 2))  # older than 199 - 63 when they came
+            again = Source()
+            for seq in range(40, 60, 2):  # the broker redelivers once more: duplicates
+                restarted.offer(again, topic(lamp), stream[seq], seq)
+            await restarted.flush()
+            assert all(o.accepted for o in again.outcomes)
+            assert restarted.metrics.duplicates._value.get() == 10
+            assert restarted.metrics.late._value.get() == late
+            assert await a_store.count_uplinks() == 200
+
+    run(scenario())
+
+
+def test_an_old_message_is_stored_late_only_if_retention_kept_its_like(tmp_path: Path) -> None:
+    """Late is plausible while retention would still keep the message raw: a signed message
+    from before that (its stored copy may have been summarised and deleted) is a replay."""
+
+    async def scenario() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'g.db'}") as store:
+            lamp = (await provision(store, [(1, "lighting")])).nodes[1]
+            now = time.time()
+            ancient = lamp.message(messages.TELEMETRY, SAMPLE["lighting"],
+                                   ts=int(now - 31 * 86400))  # before raw_days = 30
+            uptime = [lamp.message(messages.TELEMETRY, SAMPLE["lighting"], ts=100 + i,
+                                   tq=messages.TQ_UPTIME) for i in range(3)]
+            fresh = [lamp.telemetry() for _ in range(100)]
+            ingest = await pipeline(store, clock=lambda: now)
+            src = Source()
+            for token, m in enumerate([uptime[1], *fresh], start=1):
+                ingest.offer(src, topic(lamp), m, token)
+            await ingest.flush()
+            late = Source()
+            ingest.offer(late, topic(lamp), ancient, 1)
+            ingest.offer(late, topic(lamp), uptime[0], 2)  # made a second before uptime[1]
+            ingest.offer(late, topic(lamp), uptime[2], 3)
+            await ingest.flush()
+            assert [o.accepted for o in late.outcomes] == [False, True, True]
+            refused = await store.quarantined()
+            assert [(q.reason, q.node_id) for q in refused] == [("replay", 1)]
+            assert "older than the replay window" in refused[0].detail
+            assert ingest.metrics.late._value.get() == 2
+            assert await store.count_uplinks() == 103
 
     run(scenario())

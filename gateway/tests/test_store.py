@@ -177,7 +177,8 @@ def test_downsampling_replaces_raw_rows(store_url: str) -> None:
         old = await store.telemetry_before(7200.0, 100)
         assert len(old) == 5
         summary = json.dumps({"level": {"n": 5}})
-        assert await store.downsample(7200.0, [HourlyRow(1, 3600, 5, summary)], [(1, 3600)]) == 5
+        assert await store.downsample([HourlyRow(1, 3600, 5, summary)],
+                                      [(r.node_id, r.boot, r.seq) for r in old]) == 5
         assert [r.kind for r in await store.uplinks(1)] == [3]
         assert await store.hourly(1, 0) == [HourlyRow(1, 3600, 5, summary)]
         assert await store.purge([3], 1e12) == 1
@@ -224,5 +225,62 @@ def test_retention_pass_and_parking_history(store_url: str) -> None:
         await parking.observe(freed)
         history = await store.occupancy_history("market", 0)
         assert [(free, occupied_) for _, free, occupied_, _ in history] == [(0, 1), (1, 0)]
+
+    run(store_url, body)
+
+
+def test_a_version_1_database_is_upgraded_with_every_row(store_url: str) -> None:
+    """Version 1 indexed uplinks by (node, kind, at) and (kind, received_at); version 2 finds
+    a node's rows by time through uplink_hours, which the upgrade fills from the rows."""
+    hour = 3600.0
+    rows = [row(1, seq, kind=2 + seq % 2, at=10 * hour + 600 * seq) for seq in range(20)]
+    rows += [row(2, seq, at=30 * hour - 60 * seq) for seq in range(5)]  # clock going back
+
+    async def scenario() -> None:
+        # made a version 1 database, with rows
+        async with opened(store_url) as store, store.db.transaction() as tx:
+            for statement in (
+                "DROP TABLE uplink_hours", "DROP INDEX uplinks_kind_at",
+                "CREATE INDEX uplinks_node_kind ON uplinks (node_id, kind, at)",
+                "CREATE INDEX uplinks_kind_time ON uplinks (kind, received_at)",
+                "UPDATE schema_version SET version = 1",
+            ):
+                await tx.execute(statement)
+            await tx.executemany(f"INSERT INTO uplinks VALUES ({', '.join(['?'] * 10)})", rows)
+        async with opened(store_url) as store:
+            assert await store.count_uplinks() == 25
+            assert (await store._all("SELECT version FROM schema_version")) == [(2,)]
+            assert await store.uplinks(1, limit=100) == [r for r in rows if r.node_id == 1]
+            since = 10 * hour + 600 * 13
+            assert [r.seq for r in await store.uplinks(1, since=since)] == list(range(13, 20))
+            assert [r.seq for r in await store.uplinks(1, kind=3, since=since)] == [13, 15, 17, 19]
+            assert [r.seq for r in await store.uplinks(2, since=30 * hour - 180)] == [0, 1, 2, 3]
+            marks = await store._all("SELECT hour, boot, seq FROM uplink_hours WHERE node_id = 1 "
+                                     "ORDER BY hour")
+            assert [(int(h) // 3600, s) for h, _, s in marks] == [
+                (10 + seq // 6, seq) for seq in range(0, 20, 6)]
+            await store.commit_ingest(IngestBatch(uplinks=[row(1, 20, at=since)]))
+            assert [r.seq for r in await store.uplinks(1, since=since)][-1] == 20
+        async with opened(store_url) as store:  # and opened again, as it is now
+            assert await store.count_uplinks() == 26
+
+    asyncio.run(scenario())
+
+
+def test_a_node_history_holds_every_row_from_since_whatever_its_clock(store_url: str) -> None:
+    hour = 3600.0
+    # Counters grow; times mostly too, with a clock that jumped back two hours and a
+    # message stored late, its hour's lowest counter by far.
+    times = [50 * hour + 900 * i for i in range(12)] + [49 * hour + 60 * i for i in range(6)]
+    rows = [row(7, seq, at=at) for seq, at in enumerate(times)]
+
+    async def body(store: Any) -> None:
+        await store.commit_ingest(IngestBatch(uplinks=rows[:10] + rows[12:]))
+        await store.commit_ingest(IngestBatch(uplinks=rows[10:12]))
+        late = row(7, 1, at=52 * hour + 1)  # boot 1 seq 1 again: a duplicate, not stored
+        await store.commit_ingest(IngestBatch(uplinks=[late]))
+        for since in (0.0, 49 * hour + 120, 50 * hour, 51 * hour + 1, 52 * hour, 60 * hour):
+            expected = [r.seq for r in rows if r.at >= since]
+            assert [r.seq for r in await store.uplinks(7, since=since)] == expected, since
 
     run(store_url, body)

@@ -45,7 +45,8 @@ class PostgresTx:
 
 
 class PostgresDatabase:
-    types = {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"}
+    types = {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY",
+             "hour_of_at": "CAST(FLOOR(at / 3600) AS BIGINT) * 3600"}
 
     def __init__(self, conninfo: str, schema: str | None = None) -> None:
         self.conninfo = conninfo

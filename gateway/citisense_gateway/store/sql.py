@@ -108,7 +108,15 @@ class Database(Protocol):
     def is_unique_violation(self, error: BaseException) -> bool: ...
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# uplinks: keyed by the de-duplication key, the order a node's rows are read in; every other
+# index there is paid by every stored message, under the write lock every ingest worker
+# shares. A node's rows by time (API history, air aggregates) are found through
+# uplink_hours instead: per node and hour of `at`, the lowest (boot, seq) stored with an `at`
+# in that hour, written once per node and batch. A scan of the node's key range from the
+# lowest of the hours at or after `since` meets every row with `at` >= since, and little
+# else: a node's counters grow with its time. Rows deleted later leave their hour's mark,
+# only a lower bound then, until retention forgets the hour (forget_hours).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -121,8 +129,10 @@ CREATE TABLE IF NOT EXISTS uplinks (
   node_id BIGINT NOT NULL, boot BIGINT NOT NULL, seq BIGINT NOT NULL, kind INTEGER NOT NULL,
   ts BIGINT NOT NULL, tq INTEGER NOT NULL, at {real} NOT NULL, received_at {real} NOT NULL,
   data TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (node_id, boot, seq));
-CREATE INDEX IF NOT EXISTS uplinks_node_kind ON uplinks (node_id, kind, at);
-CREATE INDEX IF NOT EXISTS uplinks_kind_time ON uplinks (kind, received_at);
+CREATE INDEX IF NOT EXISTS uplinks_kind_at ON uplinks (kind, at);
+CREATE TABLE IF NOT EXISTS uplink_hours (
+  node_id BIGINT NOT NULL, hour BIGINT NOT NULL, boot BIGINT NOT NULL, seq BIGINT NOT NULL,
+  PRIMARY KEY (node_id, hour));
 CREATE TABLE IF NOT EXISTS quarantine (
   id {serial}, received_at {real} NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
   detail TEXT NOT NULL, node_id BIGINT, payload {blob} NOT NULL);
@@ -155,6 +165,20 @@ CREATE TABLE IF NOT EXISTS telemetry_hourly (
   PRIMARY KEY (node_id, hour));
 """
 
+# From version 1: its two indexes of uplinks (node, kind, at) and (kind, received_at) give
+# way to uplinks_kind_at and uplink_hours (created by SCHEMA), whose marks come from the rows.
+MIGRATE_1_TO_2 = """
+DROP INDEX IF EXISTS uplinks_node_kind;
+DROP INDEX IF EXISTS uplinks_kind_time;
+INSERT INTO uplink_hours (node_id, hour, boot, seq)
+  SELECT node_id, hour, boot, seq FROM (
+    SELECT node_id, boot, seq, {hour_of_at} AS hour, ROW_NUMBER() OVER (
+      PARTITION BY node_id, {hour_of_at} ORDER BY boot, seq) AS n FROM uplinks) AS marks
+  WHERE n = 1
+  ON CONFLICT (node_id, hour) DO NOTHING;
+UPDATE schema_version SET version = 2
+"""
+
 NODE_COLUMNS = "node_id, role, mac_key, broker_hash, zone, street, lat, lon, label, created_at"
 UPLINK_COLUMNS = "node_id, boot, seq, kind, ts, tq, at, received_at, data, source"
 TWIN_COLUMNS = (
@@ -172,6 +196,9 @@ INSERT_UPLINKS = RowInsert(f"INSERT INTO uplinks ({UPLINK_COLUMNS})", 10,
                            "ON CONFLICT (node_id, boot, seq) DO NOTHING")
 INSERT_QUARANTINE = RowInsert(
     "INSERT INTO quarantine (received_at, source, reason, detail, node_id, payload)", 6)
+MARK_HOURS = RowInsert("INSERT INTO uplink_hours (node_id, hour, boot, seq)", 4, """
+ON CONFLICT (node_id, hour) DO UPDATE SET boot = excluded.boot, seq = excluded.seq
+WHERE (excluded.boot, excluded.seq) < (uplink_hours.boot, uplink_hours.seq)""")
 # Bounded: hostile traffic must not fill the disk.
 TRIM_QUARANTINE = "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?"
 # Fields a batch did not learn arrive as NULL and keep their stored value. A batch has one
@@ -262,6 +289,10 @@ class SqlStore:
             if not rows:
                 await tx.execute("INSERT INTO schema_version (version) VALUES (?)",
                                  (SCHEMA_VERSION,))
+            elif int(rows[0][0]) == 1:
+                for statement in MIGRATE_1_TO_2.format(**self.db.types).split(";"):
+                    if statement.strip():
+                        await tx.execute(statement)
             elif int(rows[0][0]) != SCHEMA_VERSION:
                 raise Conflict(
                     f"database schema version {rows[0][0]}, this gateway needs {SCHEMA_VERSION}"
@@ -327,6 +358,15 @@ class SqlStore:
         # One write: on SQLite one trip to the worker thread, so a commit never waits for
         # the event loop between its statements.
         steps: list[Step] = [Rows(INSERT_UPLINKS, batch.uplinks)]
+        marks: dict[tuple[int, float], tuple[int, int]] = {}
+        for r in batch.uplinks:  # the batch's lowest (boot, seq) per node and hour
+            hour = (r[0], r[6] // 3600)  # node_id, at
+            counter = (r[1], r[2])  # boot, seq
+            mark = marks.get(hour)
+            if mark is None or counter < mark:
+                marks[hour] = counter
+        steps.append(Rows(MARK_HOURS, [(node, int(hour) * 3600, boot, seq)
+                                       for (node, hour), (boot, seq) in marks.items()]))
         if batch.quarantine:
             steps.append(Rows(INSERT_QUARANTINE, [
                 (q.received_at, q.source, q.reason, q.detail, q.node_id, q.payload)
@@ -360,17 +400,26 @@ class SqlStore:
         )
         return bool(rows)
 
+    async def uptime_reference(self, node_id: int, boot: int) -> tuple[int, float] | None:
+        rows = await self._all(
+            "SELECT ts, received_at FROM uplinks WHERE node_id = ? AND boot = ? AND tq = 0 "
+            "ORDER BY seq DESC LIMIT 1", (node_id, boot),
+        )
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
     async def uplinks(
         self, node_id: int, *, kind: int | None = None, since: float = 0.0, limit: int = 1000
     ) -> list[UplinkRow]:
         kind_clause = " AND kind = ?" if kind is not None else ""
-        params: list[Any] = [node_id, since]
+        params: list[Any] = [node_id, node_id, since // 3600 * 3600, since]
         if kind is not None:
             params.append(kind)
         params.append(limit)
         rows = await self._all(
-            f"SELECT {UPLINK_COLUMNS} FROM uplinks WHERE node_id = ? AND at >= ?"
-            f"{kind_clause} ORDER BY boot, seq LIMIT ?", params,
+            f"SELECT {UPLINK_COLUMNS} FROM uplinks WHERE node_id = ? AND (boot, seq) >= ("
+            "SELECT boot, seq FROM uplink_hours WHERE node_id = ? AND hour >= ? "
+            f"ORDER BY boot, seq LIMIT 1) AND at >= ?{kind_clause} ORDER BY boot, seq LIMIT ?",
+            params,
         )
         return [_uplink(row) for row in rows]
 
@@ -595,8 +644,8 @@ class SqlStore:
         return [(float(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     # -- retention --------------------------------------------------------------------------
-    async def downsample(self, before: float, rows: list[HourlyRow],
-                         node_hours: list[tuple[int, int]]) -> int:
+    async def downsample(self, rows: list[HourlyRow],
+                         summarised: list[tuple[int, int, int]]) -> int:
         async with self.db.transaction() as tx:
             await tx.executemany(
                 "INSERT INTO telemetry_hourly (node_id, hour, samples, data) VALUES (?, ?, ?, ?) "
@@ -605,10 +654,7 @@ class SqlStore:
                 [(r.node_id, r.hour, r.samples, r.data) for r in rows],
             )
             return await tx.executemany(
-                "DELETE FROM uplinks WHERE node_id = ? AND kind = 2 AND at >= ? AND at < ? "
-                "AND at < ?",
-                [(node_id, hour, hour + 3600, before) for node_id, hour in node_hours],
-            )
+                "DELETE FROM uplinks WHERE node_id = ? AND boot = ? AND seq = ?", summarised)
 
     async def telemetry_before(self, before: float, limit: int) -> list[UplinkRow]:
         rows = await self._all(
@@ -631,6 +677,10 @@ class SqlStore:
     async def purge(self, kinds: list[int], before: float) -> int:
         async with self.db.transaction() as tx:
             return await tx.executemany(
-                "DELETE FROM uplinks WHERE kind = ? AND received_at < ?",
+                "DELETE FROM uplinks WHERE kind = ? AND at < ?",
                 [(kind, before) for kind in kinds],
             )
+
+    async def forget_hours(self, before: float) -> int:
+        async with self.db.transaction() as tx:
+            return await tx.execute("DELETE FROM uplink_hours WHERE hour < ?", (before,))

@@ -49,7 +49,8 @@ class SqliteTx:
 
 
 class SqliteDatabase:
-    types = {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+    types = {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+             "hour_of_at": "CAST(at / 3600 AS INTEGER) * 3600"}  # at >= 0: truncation floors
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in SYNCHRONOUS:
