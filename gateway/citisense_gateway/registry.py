@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from citisense_gateway import acl
-from citisense_gateway.store.base import Node, Store
+from citisense_gateway.store.base import Conflict, Node, Store
 from citisense_protocols import mac, messages
 
 ROLES = ("lighting", "parking", "air")
@@ -28,9 +28,24 @@ class Provisioned:
     broker_password: str
 
 
-async def provision(store: Store, node_id: int, role: str, *, user: str, zone: str = "",
-                    street: str = "", lat: float | None = None, lon: float | None = None,
-                    label: str = "") -> Provisioned:
+async def provision(store: Store, node_id: int | None, role: str, *, user: str,
+                    zone: str = "", street: str = "", lat: float | None = None,
+                    lon: float | None = None, label: str = "") -> Provisioned:
+    """Register a node (`node_id` None: the next free id) with a new key and password.
+
+    Conflict if the id is taken. The running gateway picks the node up from the store: its
+    keyring on the node's first message, the embedded broker's accounts on its next
+    refresh (an external Mosquitto needs `citisense gateway broker-config` again).
+    """
+    if node_id is None:
+        for _attempt in range(5):  # another technician may take the same free id meanwhile
+            free = 1 + max((n.node_id for n in await store.nodes()), default=0)
+            try:
+                return await provision(store, free, role, user=user, zone=zone, street=street,
+                                       lat=lat, lon=lon, label=label)
+            except Conflict:
+                continue
+        raise Conflict("could not find a free node id: try again")
     if not 1 <= node_id <= messages.U32:
         raise RegistryError(f"node id must be in 1..{messages.U32}, got {node_id}")
     if role not in ROLES:

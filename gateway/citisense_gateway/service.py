@@ -158,7 +158,8 @@ class Gateway:
         assert self.store is not None
         c = self.config
         app = create_app(self.store, self.commands, self.reconciler, self.parking,
-                         stale_after=c.liveness.stale_after, session_ttl=c.api.session_ttl)
+                         stale_after=c.liveness.stale_after, session_ttl=c.api.session_ttl,
+                         registry_changed=self._registry_changed)
 
         def ready(port: int) -> None:
             self.api_port = port
@@ -188,6 +189,12 @@ class Gateway:
     def _crashed(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s stopped", task.get_name(), exc_info=task.exception())
+
+    async def _registry_changed(self) -> None:
+        """A node was added or removed through the API: keys and broker accounts follow now."""
+        await self.keyring.refresh()
+        if self._book is not None:
+            await self._refresh_accounts()
 
     async def _refresh_accounts(self) -> None:
         assert self.store is not None and self._book is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,13 +16,16 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
+from citisense_gateway import acl
 from citisense_gateway.api import document
 from citisense_gateway.api.accounts import Accounts
 from citisense_gateway.api.app import WEB, default_accounts
 from citisense_gateway.api.devserver import FAULTY_AIR, FAULTY_LAMP, FLEET, SILENT, DevGateway
+from citisense_gateway.simnode import SimNode
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import Conflict, IngestBatch, TwinUpdate
 from citisense_gateway.store.sqlite import SqliteDatabase
+from citisense_protocols import messages
 
 PASSWORD = "correct horse battery"
 # Cheap Argon2 parameters: the tests log in a lot; the hash's strength is not under test.
@@ -115,6 +119,8 @@ def needed_role(path: str, method: str) -> str:
         return "admin"
     if re.fullmatch(r"/api/v1/nodes/\d+/commands", path):
         return "technician"
+    if path == "/api/v1/nodes" or re.fullmatch(r"/api/v1/nodes/\d+", path):
+        return "technician"  # registering and removing nodes
     return "operator"
 
 
@@ -265,6 +271,85 @@ async def test_maintenance_commands(api: Client) -> None:
         return bool(found["state"] == "acked" and found["result"] == "ok")
 
     await until(acked, "the node acks the identify command")
+
+
+async def test_registering_a_node_gives_its_secrets_once(
+        api: Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    new = {"role": "lighting", "zone": "centrum", "street": "Oudegracht", "lat": 52.0901,
+           "lon": 5.1222, "label": "lamp 9, Oudegracht"}
+    r = await api.as_("technician", "POST", "/api/v1/nodes", json=new)
+    assert r.status_code == 201, r.text
+    assert r.headers["cache-control"] == "no-store"
+    made = r.json()
+    node_id = max(p.node_id for p in FLEET) + 1  # the next free id
+    assert (made["node_id"], made["role"], made["broker_user"]) == (node_id, "lighting",
+                                                                     str(node_id))
+    key = bytes.fromhex(made["mac_key"])
+    assert len(key) == 32
+    secrets = (made["mac_key"], made["mac_key"].upper(), made["broker_password"])
+
+    # The gateway keeps the key and only a hash of the password; the keyring has it now.
+    store = api.gateway.store
+    assert store is not None
+    node = await store.get_node(node_id)
+    assert node.mac_key == key and acl.verify_password(made["broker_password"],
+                                                       node.broker_hash)
+    found = api.gateway.keyring.get(node_id)
+    assert found is not None and found.key == key
+    # A node holding the key is believed: its signed birth and telemetry bring it online.
+    sim = SimNode(node_id, key, "lighting")
+    api.gateway.street.offer(node_id, messages.BIRTH, sim.birth())
+    api.gateway.street.offer(node_id, messages.TELEMETRY,
+                             sim.telemetry([100, messages.SOURCE_FAILSAFE, 600, 1, 0, 0]))
+
+    async def online() -> bool:
+        detail = await api.ok("viewer", "GET", f"/api/v1/nodes/{node_id}")
+        return bool(detail["status"] == "online")
+
+    await until(online, "the new node's signed messages are accepted")
+
+    # Nothing gives the secrets out again, nor records them.
+    readable = [await api.as_("admin", "GET", f"/api/v1/nodes/{node_id}"),
+                await api.as_("admin", "GET", "/api/v1/nodes"),
+                await api.as_("admin", "GET", "/api/v1/audit")]
+    for answer in readable:
+        assert not any(secret in answer.text for secret in secrets)
+    assert not any(secret in caplog.text for secret in secrets)
+    entry = next(e for e in readable[2].json() if e["action"] == "node.add")
+    assert (entry["user"], entry["target"]) == ("technician", str(node_id))
+    assert entry["details"] == {"role": "lighting", "zone": "centrum", "street": "Oudegracht"}
+
+
+async def test_register_with_a_chosen_id_then_remove_it(api: Client) -> None:
+    r = await api.as_("admin", "POST", "/api/v1/nodes", json={"role": "air", "node_id": 900})
+    assert r.status_code == 201 and r.json()["node_id"] == 900
+    audit_before = await api.ok("admin", "GET", "/api/v1/audit")
+    r = await api.as_("technician", "POST", "/api/v1/nodes", json={"role": "air",
+                                                                   "node_id": 900})
+    assert r.status_code == 409
+    assert r.json()["error"].startswith("node 900 is already registered: choose another")
+    assert r.json()["fields"] == [{"field": "body.node_id", "problem": "already registered"}]
+    r = await api.as_("technician", "POST", "/api/v1/nodes",
+                      json={"role": "air", "lat": 52.1})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.lon"
+    r = await api.as_("technician", "POST", "/api/v1/nodes", json={"role": "boat"})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.role"
+    assert await api.ok("admin", "GET", "/api/v1/audit") == audit_before  # refusals: no entry
+
+    r = await api.as_("technician", "DELETE", "/api/v1/nodes/900")
+    assert r.status_code == 204 and r.content == b""
+    assert api.gateway.keyring.get(900) is None  # its key stops working at once
+    assert (await api.as_("viewer", "GET", "/api/v1/nodes/900")).status_code == 404
+    r = await api.as_("technician", "DELETE", "/api/v1/nodes/900")
+    assert r.status_code == 404 and r.json()["error"] == "node 900 is not registered"
+    entry = (await api.ok("admin", "GET", "/api/v1/audit"))[0]
+    assert (entry["user"], entry["action"], entry["target"]) == ("technician", "node.remove",
+                                                                 "900")
+    # The id is free again.
+    r = await api.as_("technician", "POST", "/api/v1/nodes", json={"role": "air",
+                                                                   "node_id": 900})
+    assert r.status_code == 201
 
 
 # -- schedules ------------------------------------------------------------------------------

@@ -85,6 +85,14 @@ def api_token(args: argparse.Namespace) -> str | None:
     return str(token) if token else None
 
 
+class ApiError(CommandError):
+    """The API refused the request: `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Api:
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url
@@ -107,7 +115,7 @@ class Api:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
-            raise CommandError(_explain(err)) from None
+            raise ApiError(_explain(err), err.code) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise CommandError(f"cannot reach the gateway API at {self.url}: {reason}") from None

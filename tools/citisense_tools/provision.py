@@ -1,10 +1,12 @@
 """`citisense provision`: give a node its identity, register it, write its config file.
 
-The node's 32-byte MAC key and broker password are made from the secrets module (by the
-gateway's registry), stored in the gateway's registry (the password only as a hash) and
-in the config file, nowhere else: never printed, never logged. The file is created with
-mode 0600 in one step (os.open), so it is never readable by others, not even briefly,
-and an existing file is never overwritten.
+The node is registered through the gateway's API as the logged-in technician (`citisense
+login`), or with --store / --gateway-config straight into the gateway's database on the
+gateway host (to bootstrap). The node's 32-byte MAC key and broker password are made
+from the secrets module (by the gateway's registry), stored in the gateway's registry
+(the password only as a hash) and in the config file, nowhere else: never printed, never
+logged. The file is created with mode 0600 in one step (os.open), so it is never
+readable by others, not even briefly, and an existing file is never overwritten.
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from typing import Any
 from citisense_boards import definitions
 from citisense_tools import node_config
 from citisense_tools.errors import CommandError
-from citisense_tools.gateway_store import store_url
-from citisense_tools.registration import Identity, NodeInfo, register_node, unregister_node
+from citisense_tools.operator_cmds import DEFAULT_URL, TOKEN_ENV, URL_ENV
+from citisense_tools.registration import (
+    Identity,
+    NodeInfo,
+    Registry,
+    choose,
+    describe,
+    register_node,
+    unregister_node,
+)
 
 WIFI_PASSWORD_ENV = "CITISENSE_WIFI_PASSWORD"
 PLACEHOLDER_KEY = "11" * 32  # validates the document before any key exists
@@ -93,7 +103,7 @@ def _check_args(args: argparse.Namespace) -> None:
                            "another --out")
 
 
-def provision(args: argparse.Namespace) -> tuple[Identity, Path]:
+def provision(args: argparse.Namespace) -> tuple[Identity, Path, Registry]:
     _check_args(args)
     wifi_password = _wifi_password(args)
     draft = config_doc(Identity(args.node or 1, bytes.fromhex(PLACEHOLDER_KEY), "1", "draft"),
@@ -101,19 +111,25 @@ def provision(args: argparse.Namespace) -> tuple[Identity, Path]:
     problem = node_config.problem(draft)
     if problem:
         raise CommandError(f"the node's config would be refused by the firmware: {problem}")
-    url = store_url(args)
+    where = choose(args)
     identity = register_node(
-        url,
+        where,
         NodeInfo(args.role, zone=args.zone, street=args.street, lat=args.lat, lon=args.lon,
                  label=args.label),
         user=args.user, node_id=args.node)
     out = args.out or Path(f"node-{identity.node_id}.json")
     try:
         write_secret_file(out, node_config.encode(config_doc(identity, args, wifi_password)))
-    except BaseException:
-        unregister_node(url, identity.node_id, user=args.user)
+    except BaseException as failed:
+        try:
+            unregister_node(where, identity.node_id, user=args.user)
+        except CommandError as err:
+            raise CommandError(f"{failed}; node {identity.node_id} stays registered without "
+                               f"a config (undoing it failed: {err}): remove it with "
+                               f"`citisense gateway node remove {identity.node_id}` on the "
+                               "gateway host") from None
         raise
-    return identity, out
+    return identity, out, where
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -139,18 +155,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--wifi-ssid",
                         help=f"WiFi network (password from ${WIFI_PASSWORD_ENV} or a prompt)")
     parser.add_argument("--out", type=Path, help="config file to write (default: node-ID.json)")
-    parser.add_argument("--store", help="the gateway's store URL (default: from the gateway's "
-                                        "configuration)")
-    parser.add_argument("--gateway-config", help="the gateway's TOML configuration file")
-    parser.add_argument("--user", default=getpass.getuser(),
-                        help="who provisions, for the audit log (default: %(default)s)")
+    via = parser.add_argument_group(
+        "where the node is registered",
+        "through the gateway's API as the user `citisense login` logged in (default), or "
+        "on the gateway host straight into its database (--store or --gateway-config, to "
+        "bootstrap)")
+    via.add_argument("--api", "--api-url", dest="api_url", metavar="URL",
+                     help=f"the gateway's API, e.g. {DEFAULT_URL} (default: ${URL_ENV} or "
+                          "where you logged in)")
+    via.add_argument("--token-file",
+                     help=f"file holding the API token (default: ${TOKEN_ENV} or your login)")
+    via.add_argument("--store", help="the gateway's store URL, on the gateway host")
+    via.add_argument("--gateway-config",
+                     help="the gateway's TOML configuration file, for its store URL")
+    via.add_argument("--user", default=getpass.getuser(),
+                     help="who provisions, for the audit log with --store (through the API "
+                          "the logged-in user is recorded; default: %(default)s)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    identity, out = provision(args)
-    print(f"node {identity.node_id} registered with the gateway: {args.role} on {args.board} "
-          f"at {args.lat}, {args.lon}")
+    identity, out, where = provision(args)
+    print(f"node {identity.node_id} registered with {describe(where)}: {args.role} on "
+          f"{args.board} at {args.lat}, {args.lon}")
     print(f"config written to {out} (readable by you only): it holds the node's key and broker "
           "password; keep it safe and install it with citisense flash --config "
           f"{out} --bundle BUNDLE")

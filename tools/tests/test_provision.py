@@ -4,20 +4,23 @@ file the firmware accepts, created 0600, and secrets that never reach the screen
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
 from citisense_firmware import config as firmware_config
 from citisense_gateway import acl
+from citisense_gateway.api.devserver import FLEET, DevGateway, Threaded, running
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import Node
-from citisense_tools import cli, provision
+from citisense_tools import cli, operator_cmds, provision
 
 STREET = ["--lat", "52.0907", "--lon", "5.1214", "--zone", "centre", "--street", "oudegracht"]
 
@@ -154,3 +157,123 @@ def test_bad_places_are_refused_in_words(run: Callable[..., int], tmp_path: Path
     assert run("--role", "lighting", "--board", "olimex-esp32-poe", "--broker-host", "b",
                "--lat", "95", "--lon", "5", "--out", str(tmp_path / "n.json")) == 2
     assert "location.lat" in capsys.readouterr().err
+
+
+# -- through a running gateway's API --------------------------------------------------------
+TECH_PASSWORD = "the technician's secret"
+FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+BOARD = ["--board", "olimex-esp32-poe", "--broker-host", "broker.city", *STREET]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Threaded]:
+    db = tmp_path_factory.mktemp("provision-api") / "gw.db"
+    placements = [p for p in FLEET if p.node_id in (101, 301)]
+    with running(DevGateway(db, placements=placements, period=3600, hasher=FAST)) as t:
+        for name, role in (("tech-bo", "technician"), ("op-cy", "operator")):
+            t.call(t.gateway.accounts.add_user(name, TECH_PASSWORD, role, by="test"))
+        yield t
+
+
+@pytest.fixture
+def api_cli(gateway: Threaded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """`citisense ARGS` with the operator commands, against the gateway; nobody logged in."""
+    monkeypatch.setattr(cli, "REGISTRARS", [provision.register, operator_cmds.register])
+    monkeypatch.setenv(operator_cmds.CONFIG_ENV, str(tmp_path / "operator.json"))
+    monkeypatch.setenv(operator_cmds.URL_ENV, gateway.gateway.url)
+    monkeypatch.delenv(operator_cmds.TOKEN_ENV, raising=False)
+
+    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def login(api_cli: Callable[..., tuple[int, str, str]], user: str) -> None:
+    code, _, err = api_cli("login", "--user", user, stdin=TECH_PASSWORD + "\n")
+    assert code == 0, err
+
+
+def registered(gateway: Threaded) -> dict[int, Node]:
+    store = gateway.gateway.store
+    assert store is not None
+    return {n.node_id: n for n in gateway.call(store.nodes())}
+
+
+def test_provision_registers_through_the_gateway_api(
+        api_cli: Callable[..., tuple[int, str, str]], gateway: Threaded, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    login(api_cli, "tech-bo")
+    out = tmp_path / "node.json"
+    code, printed, err = api_cli("provision", "--role", "lighting", "--label", "lamp 3",
+                                 "--out", str(out), *BOARD)
+    assert code == 0, err
+    raw = out.read_bytes()
+    doc = json.loads(raw)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert isinstance(firmware_config.parse_config(raw), firmware_config.Config)
+    assert f"registered with the gateway at {gateway.gateway.url}" in printed
+
+    node = registered(gateway)[doc["node"]]
+    assert node.mac_key == bytes.fromhex(doc["key"]) and node.role == "lighting"
+    assert doc["uplink"]["user"] == str(node.node_id)
+    assert acl.verify_password(doc["uplink"]["password"], node.broker_hash)
+    assert (node.zone, node.street, node.label) == ("centre", "oudegracht", "lamp 3")
+    found = gateway.gateway.keyring.get(node.node_id)
+    assert found is not None and found.key == node.mac_key  # the gateway checks it at once
+
+    store = gateway.gateway.store
+    assert store is not None
+    entry = next(e for e in gateway.call(store.audit_log())
+                 if (e.action, e.target) == ("node.add", str(node.node_id)))
+    assert entry.user == "tech-bo"  # the logged-in technician, not --user
+    for secret in (doc["key"], doc["key"].upper(), doc["uplink"]["password"]):
+        assert secret not in printed and secret not in err
+        assert secret not in caplog.text and secret not in entry.details
+
+
+def test_provision_through_the_api_refuses_in_words(
+        api_cli: Callable[..., tuple[int, str, str]], gateway: Threaded,
+        tmp_path: Path) -> None:
+    before = registered(gateway)
+    out = tmp_path / "n.json"
+    code, _, err = api_cli("provision", "--role", "air", "--out", str(out), *BOARD)
+    assert code == 2
+    assert "not logged in: run `citisense login` or give --store on the gateway host" in err
+
+    login(api_cli, "op-cy")
+    code, _, err = api_cli("provision", "--role", "air", "--out", str(out), *BOARD)
+    assert code == 2 and "needs the technician role" in err and "HTTP 403" in err
+
+    login(api_cli, "tech-bo")
+    code, _, err = api_cli("provision", "--role", "air", "--node", "101", "--out", str(out),
+                           *BOARD)
+    assert code == 2 and "node 101 is already registered: choose another --node" in err
+    code, _, err = api_cli("provision", "--role", "air", "--out", str(out), "--api",
+                           gateway.gateway.url, "--store", "sqlite:///x.db", *BOARD)
+    assert code == 2 and "not both" in err
+    assert not out.exists()
+    # A config that cannot be written: the registration is undone through the API.
+    code, _, err = api_cli("provision", "--role", "air", "--out",
+                           str(tmp_path / "missing" / "n.json"), *BOARD)
+    assert code == 2 and "cannot create" in err
+    assert registered(gateway).keys() == before.keys()
+
+
+def test_store_flag_still_registers_straight_into_the_database(
+        api_cli: Callable[..., tuple[int, str, str]], gateway: Threaded, tmp_path: Path,
+        store_url: str) -> None:
+    login(api_cli, "tech-bo")  # logged in, yet --store on the gateway host wins
+    before = registered(gateway)
+    code, printed, err = api_cli("provision", "--role", "parking", "--store", store_url,
+                                 "--user", "bootstrap", "--out", str(tmp_path / "n.json"),
+                                 *BOARD)
+    assert code == 0, err
+    assert "node 1 registered with the gateway's store" in printed
+    assert [n.node_id for n in _nodes(store_url)] == [1]
+    assert registered(gateway).keys() == before.keys()

@@ -172,12 +172,14 @@ def default_accounts(store: Store) -> Accounts:
 def create_app(store: Store, commands: Commands, reconciler: Reconciler,
                parking: Parking | None = None, *, accounts: Accounts | None = None,
                clock: Callable[[], float] = time.time, stale_after: float = 900.0,
-               session_ttl: float = 12 * 3600.0) -> FastAPI:
+               session_ttl: float = 12 * 3600.0,
+               registry_changed: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
     app = build_app()
     app.state.services = Services(
         store=store, commands=commands, reconciler=reconciler,
         parking=parking or Parking(store, clock), accounts=accounts or default_accounts(store),
-        clock=clock, stale_after=stale_after, session_ttl=session_ttl)
+        clock=clock, stale_after=stale_after, session_ttl=session_ttl,
+        registry_changed=registry_changed)
     return app
 
 

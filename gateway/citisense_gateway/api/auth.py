@@ -1,8 +1,9 @@
 """Who is calling, and may they: bearer sessions and the four roles.
 
 viewer reads everything but accounts; operator also changes schedules, overrides and
-bay reservations; technician also sends maintenance commands (identify, recalibrate,
-reboot); admin also manages accounts. Unauthenticated calls get 401, a role too low 403.
+bay reservations; technician also registers nodes and sends maintenance commands
+(identify, recalibrate, reboot); admin also manages accounts. Unauthenticated calls get
+401, a role too low 403.
 """
 
 from __future__ import annotations

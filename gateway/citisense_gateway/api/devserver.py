@@ -219,7 +219,7 @@ class DevGateway:
         await store.open()
         self.store = store
         keys = await self._provision(store)
-        keyring = KeyRing(store)
+        keyring = self.keyring = KeyRing(store)
         await keyring.refresh()
         metrics = Metrics()
         placeholder: list[SimStreet] = []
@@ -238,7 +238,8 @@ class DevGateway:
         placeholder.append(self.street)
         self.accounts = Accounts(default_accounts(store).db, hasher=self.hasher)
         self.app = create_app(store, self.commands, self.reconciler, self.parking,
-                              accounts=self.accounts, stale_after=self.stale_after)
+                              accounts=self.accounts, stale_after=self.stale_after,
+                              registry_changed=keyring.refresh)
         await self.accounts.open()
         bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._tasks = [

@@ -159,6 +159,31 @@ class NodeCommandRequest(Request):
                                description="recalibrate: sensor number, 0 every sensor")
 
 
+class NodeCreate(Request):
+    """A new node in the registry; the gateway makes its key and broker password."""
+
+    role: NodeRole
+    node_id: Int | None = Field(default=None, ge=1, le=4294967295,
+                                description="default: the next free id")
+    zone: str = Field(default="", max_length=64, description="district or zone")
+    street: str = Field(default="", max_length=64, description="street or group")
+    lat: Float | None = Field(default=None, ge=-90, le=90, description="WGS 84 degrees")
+    lon: Float | None = Field(default=None, ge=-180, le=180, description="WGS 84 degrees")
+    label: str = Field(default="", max_length=128,
+                       description="what the public sees, e.g. 'lamp 4, Kerkstraat'")
+
+
+class NodeProvisioned(BaseModel):
+    """The node's secrets, given out once: only this response ever carries them (the
+    gateway keeps the key and a hash of the password). Write them to the node's config."""
+
+    node_id: int
+    role: NodeRole
+    mac_key: str = Field(description="the node's 32-byte MAC key, hex")
+    broker_user: str
+    broker_password: str
+
+
 # -- targets --------------------------------------------------------------------------------
 class Target(Request):
     """Exactly one of zone, street or node_ids."""

@@ -15,7 +15,7 @@ Operators' API of a citisense gateway: street lighting, parking bays and air qua
 
 Log in with `POST /api/v1/auth/login` and send the token as `Authorization: Bearer <token>`.
 Roles: **viewer** reads; **operator** also changes schedules, overrides and reservations;
-**technician** also sends maintenance commands; **admin** also manages accounts.
+**technician** also registers nodes and sends maintenance commands; **admin** also manages accounts.
 Every change is attributed to its user in the audit log. Times are Unix seconds (UTC).
 Errors are `{"error": "...", "fields": [{"field": "...", "problem": "..."}]}`.
 """
@@ -30,7 +30,8 @@ _MEANING = {
 
 TAGS = [
     {"name": "accounts", "description": "log in, users and roles"},
-    {"name": "nodes", "description": "the fleet: status, twin, telemetry, maintenance"},
+    {"name": "nodes", "description": "the fleet: registration, status, twin, telemetry, "
+                                        "maintenance"},
     {"name": "schedules", "description": "lighting schedules, assignment and rollout"},
     {"name": "overrides", "description": "temporary dim levels for streets and zones"},
     {"name": "parking", "description": "zone occupancy and bay reservations"},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from citisense_gateway.api.accounts import Accounts
@@ -23,3 +23,10 @@ class Services:
     clock: Callable[[], float] = field(default=time.time)
     stale_after: float = 900.0  # seconds of silence before an online node counts as stale
     session_ttl: float = 12 * 3600.0
+    # Called after a node is added or removed, so the gateway's keyring and broker accounts
+    # follow at once instead of at their next periodic refresh.
+    registry_changed: Callable[[], Awaitable[None]] | None = None
+
+    async def node_registry_changed(self) -> None:
+        if self.registry_changed is not None:
+            await self.registry_changed()

@@ -1,19 +1,23 @@
-"""The fleet: node list with live status, node detail, telemetry, maintenance commands."""
+"""The fleet: node list with live status, node detail, telemetry, maintenance commands,
+and registering nodes (`citisense provision`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
+from citisense_gateway import acl, registry
 from citisense_gateway.api import auth, fleet, models, views
 from citisense_gateway.api.errors import ApiError
-from citisense_gateway.api.openapi import CHANGE, READ, READ_ONE
+from citisense_gateway.api.openapi import CHANGE, READ, READ_ONE, errors
 from citisense_gateway.api.services import Services
-from citisense_gateway.store.base import NotFound, Twin
+from citisense_gateway.store.base import Conflict, NotFound, Twin
 from citisense_protocols import messages
 
+log = logging.getLogger("citisense.api")
 router = APIRouter(tags=["nodes"])
 NodeId = Annotated[int, Path(ge=1, le=4294967295, description="node id")]
 DAY = 86400.0
@@ -37,6 +41,51 @@ async def list_nodes(
     now = s.clock()
     result = [views.summary(n, found.get(n.node_id), now, s.stale_after) for n in nodes]
     return [r for r in result if state is None or r.status == state]
+
+
+@router.post("/nodes", status_code=201, responses=errors(401, 403, 409, 422))
+async def add_node(req: models.NodeCreate, current: auth.Technician, s: auth.ServicesDep,
+                   response: Response) -> models.NodeProvisioned:
+    """Register a new node. The gateway makes its MAC key and broker password and gives
+    them out once, in this response only (never logged, not stored in clear: write them
+    to the node's config). The audit log records who registered which node, not its
+    secrets. `citisense provision` calls this."""
+    if (req.lat is None) != (req.lon is None):
+        missing = "lat" if req.lat is None else "lon"
+        raise ApiError(422, "give both lat and lon, or neither", [(f"body.{missing}", "missing")])
+    try:
+        made = await registry.provision(
+            s.store, req.node_id, req.role, user=current.user.name, zone=req.zone,
+            street=req.street, lat=req.lat, lon=req.lon, label=req.label)
+    except Conflict:
+        if req.node_id is None:
+            raise
+        raise ApiError(409, f"node {req.node_id} is already registered: choose another "
+                            "node_id, or leave it out to take the next free one",
+                       [("body.node_id", "already registered")]) from None
+    await registry_changed(s)
+    response.headers["Cache-Control"] = "no-store"  # secrets: no cache may keep a copy
+    return models.NodeProvisioned(
+        node_id=made.node.node_id, role=req.role, mac_key=made.mac_key.hex(),
+        broker_user=acl.node_user(made.node.node_id), broker_password=made.broker_password)
+
+
+@router.delete("/nodes/{node_id}", status_code=204, responses=errors(401, 403, 404, 422))
+async def remove_node(node_id: NodeId, current: auth.Technician, s: auth.ServicesDep) -> None:
+    """Remove a node from the registry: its key and broker account stop working. Meant to
+    undo a provisioning that could not finish; what the node sent stays stored."""
+    await s.store.remove_node(node_id, current.user.name)
+    await registry_changed(s)
+
+
+async def registry_changed(s: Services) -> None:
+    # The change is committed: a failure here must not lose the caller the node's secrets.
+    # The gateway's periodic refresh catches up anyway.
+    try:
+        await s.node_registry_changed()
+    except Exception:
+        log.exception("could not refresh the keyring and broker accounts after a registry "
+                      "change; the next periodic refresh will")
 
 
 @router.get("/nodes/{node_id}", responses=READ_ONE)
