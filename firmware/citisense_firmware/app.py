@@ -66,7 +66,7 @@ DRAIN_S = const(5)  # real seconds to let the reboot ack leave before resetting
 SLICE_MS = const(10000)  # longest sleep of the reporting tasks (re-reads their interval)
 BLINK_MS = const(500)
 DEFAULT_TICK_MS = const(1000)
-FORWARD_IDLE_S = 0.5  # how soon a queued message (an ack) leaves: real seconds
+FORWARD_IDLE_S = 10  # queued messages wake the forwarder; this paces the store's flushes
 
 # set_config settings the node itself defines: name -> (lowest, highest), or TEXT.
 TEXT = "text"
@@ -468,7 +468,8 @@ class Node:
         await client.subscribe(topics.node_filter(cfg.node_id))
         self._tasks.append(asyncio.create_task(client.run()))
         self._tasks.append(asyncio.create_task(
-            forward_mqtt(self.store, client, cfg.node_id, idle=FORWARD_IDLE_S)))
+            forward_mqtt(self.store, client, cfg.node_id, idle=FORWARD_IDLE_S,
+                         wake=self.uplink.queued)))
         await self._keep_time()
 
     async def _on_message(self, topic, payload: bytes) -> None:

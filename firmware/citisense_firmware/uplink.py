@@ -127,6 +127,8 @@ class Uplink:
         self.seq = 0  # of the next message
         self.clock = clock
         self.store = store
+        # Set whenever a record is queued: the forwarder sleeps on it instead of polling.
+        self.queued = asyncio.Event()
 
     def build(self, kind: int, data) -> tuple:
         """(seq, signed message) of a new uplink; seq is consumed even if it is never sent."""
@@ -142,20 +144,33 @@ class Uplink:
         """Sign and queue one message in the store; returns its seq."""
         seq, message = self.build(kind, data)
         self.store.push(pack_record(kind, self.boot, seq, message))
+        self.queued.set()
         return seq
 
 
-async def forward_mqtt(store, client, node_id: int, batch: int = 8, idle: float = 1) -> None:
+async def forward_mqtt(store, client, node_id: int, batch: int = 8, idle: float = 1,
+                       wake=None) -> None:
     """Move queued records to the broker, forever: publish a batch at QoS 1, and forget
     it from the store only once the broker acknowledged all of it (MQTTClient.drain).
 
+    With nothing to send it waits `idle` seconds, or less when `wake` (an asyncio.Event,
+    e.g. Uplink.queued) is set: a queued ack leaves at once, and an idle node does not
+    wake up to poll.
     A node that loses power mid-batch sends the batch again: duplicates, never gaps.
     """
     while True:
+        if wake is not None:
+            wake.clear()  # before peek: a record queued after it sets it again
         store.poll()
         records = store.peek(batch) if client.connected else None
         if not records:
-            await asyncio.sleep(idle)
+            if wake is None:
+                await asyncio.sleep(idle)
+            else:
+                try:  # noqa: SIM105 (no contextlib on the board)
+                    await asyncio.wait_for(wake.wait(), idle)
+                except asyncio.TimeoutError:  # noqa: UP041 (MicroPython has no builtin one)
+                    pass
             continue
         drops = store.drops
         for record in records:
@@ -189,5 +204,6 @@ def mqtt_will(uplink: Uplink, birth) -> tuple:
         for record in waiting:
             uplink.store.push(record)
         waiting.clear()
+        uplink.queued.set()  # the birth, and whatever waited for the connection
 
     return will, on_connect

@@ -176,6 +176,22 @@ async def test_forwarder_publishes_in_order_on_kind_topics(tmp_path: Path) -> No
     assert seqs == [0, 1, 2, 3]
 
 
+async def test_a_queued_message_wakes_the_idle_forwarder(tmp_path: Path) -> None:
+    """An ack leaves when it is queued, not at the forwarder's next look at the store."""
+    store = Store(str(tmp_path))
+    uplink = Uplink(NODE, KEY, 1, Clock(Ticks()), store)
+    client = FakeClient()
+    task = asyncio.create_task(forward_mqtt(store, client, NODE, idle=3600,
+                                            wake=uplink.queued))
+    try:
+        await asyncio.sleep(0.01)  # it found nothing to send: it waits now
+        uplink.send(messages.ACK, [5, messages.OK])
+        await asyncio.wait_for(_until(lambda: store.depth == 0), 5)
+    finally:
+        task.cancel()
+    assert [t.rsplit("/", 1)[1] for t, _ in client.published] == ["ack"]
+
+
 async def test_forwarder_keeps_newer_messages_when_drops_hit_the_batch(tmp_path: Path) -> None:
     store = Store(str(tmp_path), capacity=4)
     uplink = Uplink(NODE, KEY, 1, Clock(Ticks()), store)

@@ -28,8 +28,6 @@ import importlib
 import importlib.metadata
 import json
 import logging
-import multiprocessing
-import multiprocessing.synchronize
 import os
 import tempfile
 import time
@@ -48,7 +46,7 @@ from citisense_gateway.store.base import StoreError
 from citisense_protocols import messages
 from citisense_tools import node_config
 from citisense_tools.errors import CommandError
-from citisense_tools.fleet_hal import Reset, StreetHal
+from citisense_tools.fleet_hal import Reset, Shared, StreetHal
 from citisense_tools.fleet_street import Traffic
 from citisense_tools.gateway_store import store_url
 
@@ -69,6 +67,7 @@ AIR_SETTINGS = {"no2_we_zero_uv": 500_000, "no2_ae_zero_uv": 500_000,
                 "no2_sens_nv_ppb": 7_648_400}
 SPACING_DEG = 0.0002  # about 20 m between nodes along the street
 CRASH_PAUSE_S = 1.0
+WATCH_SLICE = 500  # watchdogs looked at between two turns of the event loop
 
 
 @dataclass(frozen=True)
@@ -214,6 +213,7 @@ class Radio:
         self.listen_port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._links: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -228,6 +228,10 @@ class Radio:
             self._writers.clear()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = asyncio.current_task()
+        assert link is not None
+        self._links.add(link)
+        link.add_done_callback(self._links.discard)
         if not self.up:
             writer.transport.abort()
             return
@@ -253,6 +257,8 @@ class Radio:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        # Aborted links end by themselves: let them, rather than leave them to be cancelled.
+        await asyncio.gather(*self._links, return_exceptions=True)
 
 
 @dataclass
@@ -272,12 +278,15 @@ class Fleet:
     broker: mqtt://host:port. directory: the nodes' flash folders (node-ID/; a new
     temporary folder if None).
     speed: street seconds per real second. radio=True routes every node through a
-    relay so that set_link(False) drops their links (a radio outage).
+    relay so that set_link(False) drops their links (a radio outage). boot_rate: nodes
+    powered on per real second (default: all at once), as a district's poles come on
+    one after the other; their reports then keep that spread.
     """
 
     def __init__(self, nodes: Sequence[NodeSpec], broker: str, directory: Path | None = None, *,
                  street: Street | None = None, speed: float = 1.0, seed: int = 0,
-                 fw: str | None = None, traffic: bool = True, radio: bool = False) -> None:
+                 fw: str | None = None, traffic: bool = True, radio: bool = False,
+                 boot_rate: float | None = None) -> None:
         self.specs = list(nodes)
         self.broker = parse_broker(broker)
         self.directory = directory or Path(tempfile.mkdtemp(prefix="citisense-fleet-"))
@@ -289,6 +298,8 @@ class Fleet:
                                              if spec.role == "parking"], seed) if traffic else None
         self._slots: dict[int, _Slot] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._shared = Shared(self.street)
+        self.boot_rate = boot_rate
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -298,10 +309,12 @@ class Fleet:
             host, port = "127.0.0.1", await self.radio.start()
         for index, spec in enumerate(self.specs):
             root = write_config(self.directory, spec, host, port)
-            hal = StreetHal(self.street, spec.role, _bay(spec), seed=hash((self.seed, index)))
+            hal = StreetHal(self.street, spec.role, _bay(spec), seed=hash((self.seed, index)),
+                            shared=self._shared)
             slot = _Slot(spec, hal, root)
             self._slots[spec.node_id] = slot
-            slot.task = asyncio.create_task(self._run(slot))
+            delay = index / self.boot_rate if self.boot_rate else 0.0
+            slot.task = asyncio.create_task(self._run(slot, delay))
         if self.traffic is not None:
             self._background.append(asyncio.create_task(self.traffic.run()))
         self._background.append(asyncio.create_task(self._watch()))
@@ -367,7 +380,9 @@ class Fleet:
             slot.node.power_off()
         slot.hal.watchdog_start(24 * 3600 * 1000)  # off until the next boot starts it
 
-    async def _run(self, slot: _Slot) -> None:
+    async def _run(self, slot: _Slot, delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)  # powered on later
         while True:
             node = _app.Node(slot.hal, str(slot.root), self.fw, slot.spec.role)
             slot.node = node
@@ -387,19 +402,16 @@ class Fleet:
         """The boards' watchdogs: a node that stopped feeding it is reset."""
         while True:
             await asyncio.sleep(1.0)
-            for node_id, slot in list(self._slots.items()):
+            for index, (node_id, slot) in enumerate(list(self._slots.items())):
                 if slot.hal.watchdog_expired():
                     log.warning("node %d: watchdog reset", node_id)
                     await self.restart(node_id, messages.RESET_WATCHDOG)
+                elif index % WATCH_SLICE == WATCH_SLICE - 1:
+                    await asyncio.sleep(0)  # thousands of boards: let the others run between
 
-    async def run_for(self, seconds: float | None,
-                      stop: multiprocessing.synchronize.Event | None = None) -> None:
-        """Run until `seconds` (real) have passed, or `stop` is set, or forever."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
-                return
-            await asyncio.sleep(0.5)
+    async def run_for(self, seconds: float | None) -> None:
+        """Run until `seconds` (real) have passed, or forever."""
+        await asyncio.sleep(float("inf") if seconds is None else seconds)
 
 
 def _bay(spec: NodeSpec) -> str:
@@ -412,44 +424,36 @@ def _default_version() -> str:
 
 # -- several processes ----------------------------------------------------------------------
 
+NODES_PER_PROCESS = 4000  # what one CPython process runs while leaving its event loop idle
 
-def _worker(specs: list[NodeSpec], broker: str, directory: str, speed: float, seed: int,
-            street_start: float, real_start: float, seconds: float | None,
-            stop: multiprocessing.synchronize.Event) -> None:
-    # Every process's street clock shows the same time: anchored at one shared instant.
-    start = street_start + (time.time() - real_start) * speed
-    street = Street(clock=StreetClock(start=start, speed=speed), seed=seed)
 
-    async def main() -> None:
-        async with Fleet(specs, broker, Path(directory), street=street, seed=seed) as fleet:
-            await fleet.run_for(seconds, stop)
-
-    asyncio.run(main())
+def default_processes(nodes: int) -> int:
+    """Worker processes for `nodes` nodes: one per NODES_PER_PROCESS, at most one per CPU."""
+    return max(1, min(os.cpu_count() or 1, -(-nodes // NODES_PER_PROCESS)))
 
 
 def run_processes(specs: Sequence[NodeSpec], broker: str, directory: Path, processes: int, *,
-                  speed: float = 1.0, seed: int = 0, seconds: float | None = None) -> None:
-    """Split the nodes over `processes` worker processes; returns when they are done."""
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    now = time.time()
-    workers = [
-        context.Process(target=_worker, args=(list(specs[index::processes]), broker,
-                                              str(directory), speed, seed, now, now, seconds,
-                                              stop))
-        for index in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    try:
+                  speed: float = 1.0, seed: int = 0, seconds: float | None = None,
+                  boot_rate: float | None = None) -> None:
+    """Split the nodes over `processes` worker processes; returns after `seconds` (or at
+    Ctrl-C), once every worker stopped its nodes cleanly."""
+    from citisense_tools.fleet_procs import FleetProcess, split
+
+    async def main() -> None:
+        now = time.time()
+        rate = None if boot_rate is None else boot_rate / processes
+        workers = [FleetProcess(share, broker, directory, speed=speed, seed=seed,
+                                anchor=(now, now), boot_rate=rate)
+                   for share in split(specs, processes)]
         for worker in workers:
-            worker.join()
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(10)
-            if worker.is_alive():
-                worker.terminate()
+            worker.start()
+        try:
+            await asyncio.sleep(float("inf") if seconds is None else seconds)
+        finally:
+            await asyncio.gather(*(worker.stop() for worker in workers))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -505,8 +509,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="street seconds per real second (default: %(default)s)")
     parser.add_argument("--duration", type=float,
                         help="real seconds to run (default: until Ctrl-C)")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="worker processes to spread the nodes over (default: %(default)s)")
+    parser.add_argument("--processes", type=int,
+                        help="worker processes to spread the nodes over (default: one per "
+                             f"{NODES_PER_PROCESS} nodes, at most one per CPU)")
+    parser.add_argument("--boot-rate", type=float, default=500.0,
+                        help="nodes powered on per second at the start, so that thousands do "
+                             "not hit the broker in the same instant (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="street randomness (default: 0)")
     parser.add_argument("--lat", type=float, default=51.05,
                         help="where the street starts (default: %(default)s)")
@@ -520,6 +528,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         raise CommandError("--nodes must be at least 1")
+    if args.processes is None:
+        args.processes = default_processes(args.nodes)
     if args.speed <= 0 or args.processes < 1:
         raise CommandError("--speed must be positive and --processes at least 1")
     host, port = parse_broker(args.broker)
@@ -541,12 +551,13 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(_run_here(specs, args))
         else:
             run_processes(specs, args.broker, args.dir, args.processes, speed=args.speed,
-                          seed=args.seed, seconds=args.duration)
+                          seed=args.seed, seconds=args.duration, boot_rate=args.boot_rate)
     except KeyboardInterrupt:
         pass
     return 0
 
 
 async def _run_here(specs: list[NodeSpec], args: argparse.Namespace) -> None:
-    async with Fleet(specs, args.broker, args.dir, speed=args.speed, seed=args.seed) as fleet:
+    async with Fleet(specs, args.broker, args.dir, speed=args.speed, seed=args.seed,
+                     boot_rate=args.boot_rate) as fleet:
         await fleet.run_for(args.duration)

@@ -88,12 +88,32 @@ def test_percentiles_are_nearest_rank() -> None:
 @pytest.mark.micropython
 def test_footprint_line_per_role(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
-    bench.main(["--only", "footprint", "--roles", "parking", "--period", "30", "--speed", "30",
-                "--out", str(out)])
+    bench.main(["--only", "footprint", "--roles", "parking", "--period", "30", "--mpy-period",
+                "30", "--speed", "30", "--out", str(out)])
     [line] = _lines(out)
     assert "error" not in line, line
     roles = line["roles"]
     assert isinstance(roles, dict) and set(roles) == {"parking"}
     parking = roles["parking"]
-    assert 0 < parking["heap_booted_bytes"] <= parking["heap_peak_bytes"]
+    for code in ("romfs", "mpy_files"):
+        assert 0 < parking[code]["heap_booted_bytes"] <= parking[code]["heap_peak_bytes"]
     assert parking["bundle"]["app_mpy_bytes"] > 0 and parking["bundle"]["files"] > 0
+
+
+@pytest.mark.broker
+def test_fleet_lines_with_a_few_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """commands and storm end to end (registry, Mosquitto, gateway, a worker process)."""
+    from citisense_tools import bench_fleet
+
+    monkeypatch.setattr(bench_fleet, "SETTLE_S", 0.0)
+    monkeypatch.setattr(bench_fleet, "IDLE_WINDOW_S", 0.5)
+    out = tmp_path / "results.jsonl"
+    assert bench.main(["--only", "commands", "storm", "--nodes", "6", "--samples", "3",
+                       "--burst", "6", "--outage", "0.5", "--fleet-timeout", "60",
+                       "--out", str(out)]) == 0
+    commands, storm = (json.loads(line) for line in out.read_text().splitlines())
+    assert commands["bench"] == "commands" and storm["bench"] == "storm"
+    assert commands["single"]["acked"] == 3 and commands["burst"]["acked"] == 6
+    assert storm["consistent_s"] is not None and storm["lost"] == 0
+    assert storm["messages_queued_since_drop"] >= 6  # a new birth from every node at least
+    assert "10,000" in commands["reference"] and commands["machine"]["cpus"]
