@@ -132,6 +132,8 @@ def mosquitto_conf(*, port: int, password_path: str, acl_path: str, bind: str = 
         "# Payloads above the contract's 508 bytes reach the gateway, which counts and",
         "# quarantines them; anything far larger the broker drops.",
         "message_size_limit 65536",
+        "# Small packets (acks, commands) leave at once instead of waiting on Nagle.",
+        "set_tcp_nodelay true",
     ]
     if persistence_path:
         lines += ["persistence true", f"persistence_location {persistence_path}"]

@@ -115,7 +115,7 @@ class Broker:
                                   password_path=str(d / "passwd"), acl_path=str(d / "acl"))
         # A connection per node: no cap on connections (the open-files limit it inherits
         # from us is raised first); as whoever runs us, so it can read this directory.
-        conf += (f"max_connections -1\nset_tcp_nodelay true\npersistence false\n"
+        conf += (f"max_connections -1\npersistence false\n"
                  f"user {getpass.getuser()}\n")
         (d / "mosquitto.conf").write_text(conf)
         log = (d / "mosquitto.log").open("wb")
