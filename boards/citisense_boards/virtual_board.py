@@ -53,11 +53,13 @@ class LampSample:
     """The lamp driver's input from time t (street Unix seconds) on.
 
     duty_u16 is None while the pin is not driven (during a reset): the driver
-    then falls back to its own default level.
+    then falls back to its own default level. freq is the PWM frequency in Hz
+    (0 while not driven).
     """
 
     t: float
     duty_u16: int | None
+    freq: int = 0
 
 
 @dataclass(frozen=True)
@@ -433,7 +435,7 @@ class VirtualBoard:
             elif kind == "reset":
                 self._events.append(BoardEvent(ev["t"] / 1000, "reset", ev["cause"]))
             elif kind == "pwm" and ev["pin"] == wiring.LAMP_PWM_PIN and "lamp" in self._parts:
-                self._lamp.append(LampSample(ev["t"] / 1000, ev["duty"]))
+                self._lamp.append(LampSample(ev["t"] / 1000, ev["duty"], ev["freq"]))
             elif kind == "pin":
                 self._pins.setdefault(ev["pin"], []).append((ev["t"] / 1000, ev["value"]))
             elif kind in ("log", "fatal"):

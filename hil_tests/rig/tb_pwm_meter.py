@@ -1,8 +1,9 @@
 """cocotb testbench for pwm_meter.v: measured duty equals the driven duty within 1 %.
 
 The PWM waveform is either a set of synthetic cases or, when CITISENSE_LAMP_WAVEFORM
-names a JSON file, the lamp output recorded from the firmware on a virtual board
-(a list of segments {"duty_u16": int, "freq": int}).
+names a JSON file, the lamp output recorded from the firmware on the HIL rig's board
+(hil_tests/hilkit/waveform.py: segments {"duty_u16": int, "freq": int} in time order,
+with "commanded": percent where the lamp had settled at a level an operator commanded).
 """
 
 from __future__ import annotations
@@ -93,11 +94,19 @@ async def steady_pin_reports_off_and_full(dut) -> None:
 
 @cocotb.test(skip=not os.environ.get("CITISENSE_LAMP_WAVEFORM"))
 async def firmware_lamp_waveform(dut) -> None:
-    """The lamp output the firmware produced on a virtual board, segment by segment."""
+    """The lamp output the firmware produced, segment by segment: each is measured as
+    driven, and each commanded level is read back within 1 % of full scale."""
     with open(os.environ["CITISENSE_LAMP_WAVEFORM"]) as handle:
         segments = json.load(handle)
     assert segments, "recorded lamp waveform is empty"
+    commanded = [s for s in segments if "commanded" in s]
+    assert commanded, "the recording marks no commanded level"
     await start(dut)
     for segment in segments:
         duty, freq = int(segment["duty_u16"]), int(segment["freq"])
-        check(duty, freq, await measure(dut, duty, freq))
+        measured = await measure(dut, duty, freq)
+        check(duty, freq, measured)
+        if "commanded" in segment:
+            level = int(segment["commanded"])
+            got = measured[0] * 100 / FULL_SCALE
+            assert abs(got - level) <= 1, f"commanded {level} %, the lamp received {got:.2f} %"

@@ -1,8 +1,10 @@
 # mypy: ignore-errors
 # time for the virtual board. Ticks follow the street's clock (which may run
 # faster than real time) and sleeps let the board serve timers, IRQs and Ctrl-C;
-# everything else is the port's own time module.
+# everything else is the port's own time module, except time(): an ESP32 counts whole
+# seconds (an int), the WebAssembly port a float, which firmware must never see.
 import _vboard
+import utime
 from utime import *  # noqa: F403
 
 ticks_ms = _vboard.ticks_ms
@@ -20,3 +22,7 @@ def sleep_us(us):
 
 def sleep(seconds):
     _vboard.sleep_ms(max(0, seconds) * 1000)
+
+
+def time():
+    return int(utime.time())
