@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol
 from citisense_boards.street import Street, StreetClock
 from citisense_boards.virtual_board import VirtualBoard
 from citisense_tools import bundle as bundles
-from citisense_tools import cli, commissioning
+from citisense_tools import cli, commissioning, deploy
 from citisense_tools.board_link import SerialLink
 from citisense_tools.errors import CommandError
 from citisense_tools.flash import flash
@@ -532,19 +532,7 @@ class SerialRig(Rig):
         return ["--wifi-ssid", self.wifi_ssid]
 
 
-_WIPE = """
-import os
-def _rm(p):
-    try:
-        mode = os.stat(p)[0]
-    except OSError:
-        return
-    if mode & 0x4000:
-        for e in os.ilistdir(p):
-            _rm(p + '/' + e[0])
-        os.rmdir(p)
-    else:
-        os.remove(p)
+_WIPE = deploy.BOARD_REMOVE + """
 for _p in ('/state', '/queue', '/config.json'):
     _rm(_p)
 """

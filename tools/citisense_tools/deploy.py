@@ -36,8 +36,9 @@ CONFIG_PATH = "/config.json"
 CHUNK = 1024
 RESERVE = 64 * 1024  # flash left free for the application's own data (store-and-forward)
 
-_HELPERS = """
-import os, gc, hashlib, binascii
+# Board-side `_rm(path)`: remove a file or a whole directory tree, if it exists.
+BOARD_REMOVE = """
+import os
 def _rm(p):
     try:
         mode = os.stat(p)[0]
@@ -49,6 +50,10 @@ def _rm(p):
         os.rmdir(p)
     else:
         os.remove(p)
+"""
+
+_HELPERS = BOARD_REMOVE + """
+import gc, hashlib, binascii
 def _mkdir(p):
     try:
         os.mkdir(p)
