@@ -81,8 +81,9 @@ FIRMWARE_TOO_BIG = ("the firmware from .mpy files needs more than the 110 KiB he
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("board_port"):
         return  # a real board: its own heap decides
-    for item in items:
-        if "board" in getattr(item, "fixturenames", ()):
+    here = Path(__file__).parent
+    for item in items:  # this hook sees the whole session's items: only ours
+        if item.path.is_relative_to(here) and "board" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xfail(reason=FIRMWARE_TOO_BIG, strict=True))
 
 
