@@ -26,13 +26,12 @@ from typing import Any, TypeVar
 
 from citisense_boards.street import StreetClock
 from citisense_gateway import acl, config, schedules
-from citisense_gateway.mosquitto import free_port
+from citisense_gateway.mosquitto import PrivateMosquitto, free_port
 from citisense_gateway.service import Gateway
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import Command, Store, Twin, UplinkRow
 from citisense_protocols import messages
 from citisense_tools import commissioning
-from hilkit.broker import RigBroker
 from hilkit.link import NodeLink
 
 T = TypeVar("T")
@@ -50,10 +49,12 @@ class Station:
         self.clock = clock
         self.node_host = node_host or bind
         self._gateway_password = acl.new_password()
-        self.broker = RigBroker(directory / "broker",
-                                [acl.gateway_account("gateway",
-                                                     acl.hash_password(self._gateway_password))],
-                                bind=bind)
+        # One fixed port: after a broker restart nodes come back to the address they were
+        # given; persistence keeps the gateway's session, as a production broker does.
+        self.broker = PrivateMosquitto(
+            directory / "broker",
+            [acl.gateway_account("gateway", acl.hash_password(self._gateway_password))],
+            bind=bind, port=free_port(), persistence=True, stop_timeout=10)
         # Nodes reach the broker through a relay the rig can cut (link.py).
         self.link = NodeLink((bind, free_port()), (self.broker.local_host, self.broker.port))
         self.store_url = f"sqlite:///{directory / 'gateway.db'}"

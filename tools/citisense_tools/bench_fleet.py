@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import http.client
 import json
 import os
 import random
-import socket
 import sqlite3
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,7 @@ from typing import Any
 from citisense_gateway import acl, config
 from citisense_gateway.api.accounts import Accounts
 from citisense_gateway.api.app import PREFIX
-from citisense_gateway.mosquitto import MOSQUITTO, free_port
+from citisense_gateway.mosquitto import PrivateMosquitto
 from citisense_gateway.service import Gateway, tune_process
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import IngestBatch
@@ -88,58 +85,6 @@ def _proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Broker:
-    """A private Mosquitto with the registry's accounts, stopped by its pid."""
-
-    def __init__(self, directory: Path, accounts: list[acl.Account]) -> None:
-        self.directory = directory
-        self.accounts = accounts
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    def start(self) -> None:
-        d = self.directory
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "passwd").write_text(acl.password_file(self.accounts))
-        (d / "passwd").chmod(0o600)
-        (d / "acl").write_text(acl.acl_file(self.accounts))
-        self.port = free_port()
-        conf = acl.mosquitto_conf(port=self.port, bind="127.0.0.1",
-                                  password_path=str(d / "passwd"), acl_path=str(d / "acl"))
-        # A connection per node: no cap on connections (the open-files limit it inherits
-        # from us is raised first); as whoever runs us, so it can read this directory.
-        conf += (f"max_connections -1\npersistence false\n"
-                 f"user {getpass.getuser()}\n")
-        (d / "mosquitto.conf").write_text(conf)
-        log = (d / "mosquitto.log").open("wb")
-        self._process = subprocess.Popen([MOSQUITTO, "-c", str(d / "mosquitto.conf")],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(d / 'mosquitto.log').read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
-                                                                         0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
 
 
 class Api:
@@ -194,7 +139,7 @@ class FleetBench:
         self.db = workdir / "gateway.db"
         self.specs: list[NodeSpec] = []
         self.gateway: Gateway | None = None
-        self.broker: Broker | None = None
+        self.broker: PrivateMosquitto | None = None
         self.workers: list[FleetProcess] = []
         self.api: Api | None = None
         self.setup: dict[str, Any] = {}
@@ -227,7 +172,11 @@ class FleetBench:
         self.setup["provision_s"] = round(time.monotonic() - began, 1)
         gateway_password = acl.new_password()
         accounts.insert(0, acl.gateway_account(GATEWAY_USER, acl.hash_password(gateway_password)))
-        self.broker = Broker(self.workdir / "broker", accounts)
+        # A connection per node: no cap on connections (the open-files limit it inherits
+        # from us is raised first).
+        self.broker = PrivateMosquitto(self.workdir / "broker", accounts,
+                                       extra_conf="max_connections -1\n", start_timeout=30,
+                                       stop_timeout=10)
         self.broker.start()
         cfg = config.load(environ={}, overrides={
             "gateway.data_dir": str(self.workdir), "store.url": store_url,
