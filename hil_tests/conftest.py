@@ -14,6 +14,7 @@ without it. See README.md, "Running the HIL suite on a real board".
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,21 @@ from citisense_boards.street import Street, StreetClock
 # Street time on a virtual board runs this much faster than real time, unless a test
 # sets its own speed: scenarios are written in street seconds.
 VIRTUAL_SPEED = 10.0
+# The heap of a virtual board: an ESP32 without PSRAM's, unless HIL_HEAP (bytes) says
+# otherwise, e.g. to find how much a failing scenario needs.
+VIRTUAL_HEAP = int(os.environ.get("HIL_HEAP", mpvm.ESP32_HEAP_BYTES))
+
+# Known failures, kept visible: with a lighting schedule over a night, the node on a virtual
+# board with 110 KiB stops feeding its watchdog and resets into safe mode (the same
+# scenarios pass with HIL_HEAP=163840 and fail with 135168). A first evaluation of a
+# schedule computes a dozen sun events, some 5 KB of float garbage each, in one tick, and
+# the virtual board collects garbage only when the firmware waits; whether the firmware
+# or the board's garbage collection is at fault is open (see the session notes).
+SCHEDULE_AT_NIGHT = {"test_the_lamp_follows_its_schedule_over_a_night",
+                     "test_link_loss_keeps_the_street_lit_and_loses_no_reading",
+                     "test_a_power_cut_at_night_does_not_leave_the_street_dark"}
+SCHEDULE_AT_NIGHT_REASON = ("a lighting node with a night schedule resets (watchdog) on a "
+                            "110 KiB virtual board; passes with a 160 KiB heap")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,22 +85,14 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("HIL rig: " + "; ".join(problems))
 
 
-# Known failure, kept visible: the firmware as `citisense build` ships it today (.mpy files,
-# copied into RAM on import) does not boot in a virtual ESP32's 110 KiB heap (MemoryError
-# importing the role; issue 4). Strict: the day it boots, these turn into failures that
-# ask for this mark to go.
-FIRMWARE_TOO_BIG = ("the firmware from .mpy files needs more than the 110 KiB heap of an "
-                    "ESP32 without PSRAM (MemoryError importing the role module): ship it as "
-                    "ROMFS or frozen (issue 4)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("board_port"):
-        return  # a real board: its own heap decides
+    if config.getoption("board_port") or VIRTUAL_HEAP != mpvm.ESP32_HEAP_BYTES:
+        return  # a real board, or a heap chosen on purpose: the scenario decides
     here = Path(__file__).parent
     for item in items:  # this hook sees the whole session's items: only ours
-        if item.path.is_relative_to(here) and "board" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xfail(reason=FIRMWARE_TOO_BIG, strict=True))
+        if item.path.is_relative_to(here) and item.originalname in SCHEDULE_AT_NIGHT:
+            # Not strict: on a loaded machine a run may pass or fail for timing alone.
+            item.add_marker(pytest.mark.xfail(reason=SCHEDULE_AT_NIGHT_REASON, strict=False))
 
 
 def _declared(config: pytest.Config) -> frozenset[str]:
@@ -138,7 +146,7 @@ def board(request: pytest.FixtureRequest, tmp_path: Path,
         station = Station(tmp_path / "station", street.clock).start()
         try:
             rig = VirtualRig(station, street, firmware_builds, tmp_path / "board",
-                             heap_bytes=mpvm.ESP32_HEAP_BYTES)
+                             heap_bytes=VIRTUAL_HEAP)
         except BaseException:
             station.close()
             raise
@@ -156,7 +164,7 @@ def board(request: pytest.FixtureRequest, tmp_path: Path,
         yield rig
     finally:
         try:
-            tail = rig.console.text()[-4000:]
+            tail = rig.console.text()[-12000:]
             if tail:  # shown with a failed test's captured output
                 print(f"---- board console (last {len(tail)} characters) ----\n{tail}")
             rig.close()

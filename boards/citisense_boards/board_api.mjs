@@ -191,6 +191,27 @@ export function makeBoardApi(board, waitEvent) {
     return STAT.GOT_IP;
   }
 
+  // ---- the "romfs" flash partition: a host file; erased flash reads 0xff --------------
+  // NOR flash: a write can only clear bits, an erase sets a whole 4 KiB sector back to 0xff.
+  const PART_SECTOR = 4096;
+  function partitionFd() {
+    if (!fs.existsSync(cfg.partitionPath)) {
+      fs.writeFileSync(cfg.partitionPath, Buffer.alloc(cfg.partitionBytes, 0xff));
+    }
+    return fs.openSync(cfg.partitionPath, "r+");
+  }
+  function partitionIo(offset, length, io) {
+    if (!(offset >= 0 && length >= 0 && offset + length <= cfg.partitionBytes)) return -EINVAL;
+    const fd = partitionFd();
+    try {
+      const data = Buffer.alloc(length);
+      fs.readSync(fd, data, 0, length, offset);
+      return io(fd, data);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
   // ---- NVS ----------------------------------------------------------------------
   const readNvs = () => (fs.existsSync(cfg.nvsPath) ? JSON.parse(fs.readFileSync(cfg.nvsPath, "utf8")) : {});
   let nvs = readNvs();
@@ -392,6 +413,30 @@ export function makeBoardApi(board, waitEvent) {
     wlan_status: () => wlanStatus(),
     wlan_rssi: () => wifiEnv.rssi,
     wlan_ssid: () => wifiEnv.ssid ?? wlan.ssid ?? "",
+
+    // the romfs partition (esp32.Partition)
+    // Buffers pass by their address in the VM's memory: no copy, no proxy left behind.
+    part_read: (offset, address, length) => partitionIo(offset, length, (fd, data) => {
+      board.mp._module.HEAPU8.set(data, address);
+      return 0;
+    }),
+    part_write: (offset, address, length) => {
+      const incoming = Buffer.from(board.mp._module.HEAPU8.subarray(address, address + length));
+      return partitionIo(offset, length, (fd, data) => {
+        for (let i = 0; i < data.length; i++) data[i] &= incoming[i];
+        fs.writeSync(fd, data, 0, data.length, offset);
+        board.mp._module.HEAPU8.set(data, board.flashAddress + offset);
+        return 0;
+      });
+    },
+    part_erase: (offset, length) => {
+      if (offset % PART_SECTOR || length % PART_SECTOR) return -EINVAL;
+      return partitionIo(offset, length, (fd, data) => {
+        fs.writeSync(fd, data.fill(0xff), 0, length, offset);
+        board.mp._module.HEAPU8.set(data, board.flashAddress + offset);
+        return 0;
+      });
+    },
 
     // NVS: committed to a host file, like flash
     nvs_get: (ns, key) => nvs[ns]?.[key] ?? null,

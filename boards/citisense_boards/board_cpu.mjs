@@ -6,6 +6,7 @@
 // messages to this thread and rings a doorbell (Atomics) that wakes the CPU
 // from its waits. The CPU picks messages up synchronously with
 // receiveMessageOnPort at its wait points and at every call into `_vboard`.
+import fs from "node:fs";
 import { workerData, parentPort, receiveMessageOnPort } from "node:worker_threads";
 import {
   loadMicroPython, useCompiledModule, findCallDepthWord, collectAtSafePoint, limitHeap,
@@ -154,10 +155,38 @@ function stdinRead(stream, buffer, offset, length) {
   return n;
 }
 
+/**
+ * The flash the VM maps as its ROMFS segment, read at every (soft) boot: first the "romfs"
+ * partition, as on an ESP32 built with ROMFS (segment 0 is that partition, so
+ * vfs.rom_ioctl(2, 0) starts with it), then the board's own ROM image, mounted at /rom.
+ */
+function mappedFlash() {
+  const partition = fs.existsSync(cfg.partitionPath)
+    ? fs.readFileSync(cfg.partitionPath)
+    : Buffer.alloc(cfg.partitionBytes, 0xff);
+  return Buffer.concat([partition, Buffer.from(cfg.romfs)]);
+}
+
+// An ESP32 port mounts a valid image at the partition's start on /rom; here /rom holds
+// the board's modules (C modules on a real board), so that mount is replaced.
+const MOUNT_BOARD_ROM = `import vfs
+try:
+    vfs.umount('/rom')
+except OSError:
+    pass
+vfs.mount(vfs.VfsRom(memoryview(vfs.rom_ioctl(2, 0))[${cfg.partitionBytes}:]), '/rom')
+import uctypes
+_flash_address = uctypes.addressof(vfs.rom_ioctl(2, 0))
+del uctypes
+import sys
+if '/rom/lib' not in sys.path:  # the port adds it only when it mounted /rom itself
+    sys.path.append('/rom/lib')
+del vfs, sys`;
+
 async function loadVm() {
   const mp = await loadMicroPython(cfg.mjsPath, {
     heapBytes: cfg.heapBytes + cfg.romReserve, // the ROM modules' share: see _board_boot.py
-    romfs: cfg.romfs,
+    romfs: mappedFlash(),
     stdout: (b) => emit(b[0]),
     stderr: (b) => emit(b[0]),
     stdin: () => null, // makes /dev/stdin a device; its read is replaced below
@@ -170,6 +199,10 @@ async function loadVm() {
   mp.registerJsModule("_vboard", api.exports);
   if (depthWord < 0) depthWord = findCallDepthWord(mp); // static memory: same in every VM
   if (cfg.limitHeap) limitHeap(mp, cfg.heapBytes + cfg.romReserve);
+  mp.runPython(MOUNT_BOARD_ROM);
+  // Flash writes show in the mapped partition at once, as after an ESP32's cache flush.
+  board.flashAddress = mp.globals.get("_flash_address");
+  mp.runPython("del _flash_address");
   mp.runPython("__import__('_board_boot')\n__import__('sys').modules.pop('_board_boot')");
   noop = mp.pyimport("micropython").opt_level;
 }

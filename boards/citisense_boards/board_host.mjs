@@ -83,6 +83,7 @@ function startCpu(cause, wakeReason = 0) {
     workerData: {
       port: port2, shared, wasmModule, romfs, mjsPath: cfg.mjsPath,
       heapBytes: cfg.heapBytes, romReserve: ROM_RESERVE, limitHeap: cfg.limitHeap, flashDir: cfg.flashDir,
+      partitionPath: cfg.partitionPath, partitionBytes: cfg.partitionBytes,
       nvsPath: cfg.nvsPath, wiring: cfg.wiring, wifi: cfg.wifi, uniqueId: cfg.uniqueId,
       resetCause, resetCode, resetName, wakeReason, rtcOffsetMs, rtcMemory,
     },

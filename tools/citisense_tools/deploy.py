@@ -1,11 +1,15 @@
 """Install a bundle on a board through any BoardLink, so that a power cut at any moment
 leaves the old or the new application bootable (see app_loader.py for the rules).
 
-Order of writes, each step safe to interrupt:
-  1. the slot the loader does not boot now loses its manifest (now incomplete), then
-     its files; the new files are written and their SHA-256 checked on the board;
-  2. the slot's manifest (with the next sequence number) is written aside, checked
-     and renamed into place: the slot is complete;
+The application goes, as the bundle's ROMFS image, into a slot of the board's "romfs"
+flash partition (slot a: first half, b: second half); manifests, the pointer, the loader
+and the config live on the board's filesystem. Order of writes, each step safe to
+interrupt:
+  1. the slot the loader does not boot now loses its manifest (now incomplete); the image
+     is written into its half of the partition, 4 KiB sector by sector, and its SHA-256
+     checked on the board;
+  2. the slot's manifest (with the next sequence number and the image's place) is
+     written aside, checked and renamed into place: the slot is complete;
   3. the loader (/lib/citisense_loader.mpy, then the /main.py that starts it) and
      /config.json, if they change, are written aside, checked and renamed;
   4. /app/active is written aside and renamed: the new slot is the active one.
@@ -35,6 +39,7 @@ CONFIG_PATH = "/config.json"
 # the line in a fragmented heap of an ESP32 without PSRAM.
 CHUNK = 1024
 RESERVE = 64 * 1024  # flash left free for the application's own data (store-and-forward)
+SECTOR = 4096  # a flash erase sector
 
 # Board-side `_rm(path)`: remove a file or a whole directory tree, if it exists.
 BOARD_REMOVE = """
@@ -53,7 +58,26 @@ def _rm(p):
 """
 
 _HELPERS = BOARD_REMOVE + """
-import gc, hashlib, binascii
+import gc, hashlib, binascii, esp32
+_part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='romfs')[0]
+_sector = bytearray(4096)
+def _b(at, s):
+    d = binascii.a2b_base64(s)
+    _sector[at:at + len(d)] = d
+def _pw(n, used):
+    for i in range(used, 4096):
+        _sector[i] = 0xff
+    _part.writeblocks(n, _sector)
+def _psha(at, n):
+    h = hashlib.sha256()
+    b = bytearray(512)
+    while n > 0:
+        _part.readblocks(at // 4096, b, at % 4096)
+        k = min(n, 512)
+        h.update(memoryview(b)[:k])
+        at += k
+        n -= k
+    return binascii.hexlify(h.digest()).decode()
 def _mkdir(p):
     try:
         os.mkdir(p)
@@ -107,34 +131,38 @@ def target_slot(state: BoardState) -> str:
 
 
 def space_needed(bundle: bundles.Bundle, block: int) -> int:
-    """Flash the new slot takes, counted in whole blocks (files, folders, manifest)."""
+    """Filesystem space the new slot takes, in whole blocks: its folder and manifest."""
     block = max(block, 1)
-    files = sum(math.ceil(int(item["size"]) / block) for item in bundle.files)
     manifest = math.ceil(len(json.dumps(bundle.manifest)) / block)
-    return (files + len(_folders(bundle)) + manifest + 4) * block  # + slot, pointer, loader
-
-
-def _folders(bundle: bundles.Bundle) -> list[str]:
-    """Every folder the slot's files need, parents first."""
-    found: set[str] = set()
-    for item in bundle.files:
-        parts = str(item["path"]).split("/")[:-1]
-        found.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    return sorted(found, key=lambda folder: (folder.count("/"), folder))
+    return (manifest + 1 + 4) * block  # + the slot's folder, pointer and loader
 
 
 def check_space(state: BoardState, bundle: bundles.Bundle) -> None:
-    target = state.slots.get(target_slot(state))
-    reclaimed = target.bytes if target is not None and target.complete else 0
-    need = space_needed(bundle, state.fs_block) + RESERVE
-    available = state.fs_free + reclaimed
-    if available < need:
+    if not state.romfs_bytes:
         raise CommandError(
-            f"filesystem full: the application needs {need // 1024} KiB (with "
-            f"{RESERVE // 1024} KiB kept for its data) but the board has {available // 1024} "
-            "KiB free, counting the inactive application it replaces. Remove other files "
-            "from the board (mpremote rm) or erase it when writing MicroPython (--erase)"
+            "this board's MicroPython has no \"romfs\" partition for the application: "
+            "write the citisense MicroPython image first (citisense flash "
+            "--micropython-image FILE; see the board definition)")
+    slot_bytes = state.romfs_bytes // 2
+    if bundle.image_entry["size"] > slot_bytes:
+        raise CommandError(
+            f"the application ({bundle.image_entry['size'] / 1024:.1f} KiB) does not fit an "
+            f"application slot of this board ({slot_bytes / 1024:.1f} KiB): its MicroPython "
+            "image has a smaller \"romfs\" partition than the board definition says; write "
+            "the citisense MicroPython image for this board")
+    need = space_needed(bundle, state.fs_block) + RESERVE
+    if state.fs_free < need:
+        raise CommandError(
+            f"filesystem full: the application needs {need // 1024} KiB of the board's "
+            f"filesystem (with {RESERVE // 1024} KiB kept for its data) but the board has "
+            f"{state.fs_free // 1024} KiB free. Remove other files from the board "
+            "(mpremote rm) or erase it when writing MicroPython (--erase)"
         )
+
+
+def slot_offset(state: BoardState, slot: str) -> int:
+    """Where `slot`'s image starts in the "romfs" partition."""
+    return 0 if slot == "a" else (state.romfs_bytes or 0) // 2
 
 
 class _Writer:
@@ -160,6 +188,24 @@ class _Writer:
             self.run(f"_w({base64.b64encode(piece)!r})")
             on_chunk(len(piece))
         self.run("_close()")
+
+    def write_image(self, offset: int, image: bytes, on_chunk: Callable[[int], None]) -> None:
+        """Write `image` into the partition at `offset` (a sector boundary), sector by
+        sector: each is filled on the board in chunks, then erased and written at once."""
+        for start in range(0, len(image), SECTOR):
+            sector = image[start : start + SECTOR]
+            for at in range(0, len(sector), self.chunk):
+                piece = sector[at : at + self.chunk]
+                line = f"_b({at}, {base64.b64encode(piece)!r})"
+                if at + self.chunk >= len(sector):
+                    line += f"\n_pw({(offset + start) // SECTOR}, {len(sector)})"
+                self.run(line)
+                on_chunk(len(piece))
+
+    def image_hash(self, offset: int, size: int) -> str:
+        found: str = exec_json(self.link,
+                               f"import json\nprint(json.dumps(_psha({offset}, {size})))")
+        return found
 
     def hashes(self, paths: list[str]) -> dict[str, str | None]:
         found: dict[str, str | None] = exec_json(
@@ -187,12 +233,14 @@ def install(link: BoardLink, bundle: bundles.Bundle, state: BoardState, progress
     writer.run(_HELPERS)
 
     progress.step(f"clearing the inactive slot {slot}")
-    writer.run(f"_rm({root + '/manifest.json'!r})\n_rm({root!r})")
+    writer.run(f"_rm({root + '/manifest.json'!r})\n_rm({root!r})\n_mkdir({APP!r})\n"
+               f"_mkdir({root!r})")
+    offset = slot_offset(state, slot)
     try:
-        _fill_slot(writer, bundle, root, seq, progress)
+        _fill_slot(writer, bundle, root, offset, seq, progress)
     except CommandError:
         with contextlib.suppress(BoardCodeError, CommandError):  # give the space back
-            link.exec(f"_close()\n_rm({root + '/manifest.json'!r})\n_rm({root!r})")
+            link.exec(f"_rm({root + '/manifest.json'!r})\n_rm({root!r})")
         raise
 
     changed = [item for item in bundle.root_files
@@ -215,43 +263,33 @@ def install(link: BoardLink, bundle: bundles.Bundle, state: BoardState, progress
     return Installed(slot, seq, after)
 
 
-def _fill_slot(writer: _Writer, bundle: bundles.Bundle, root: str, seq: int,
+def _fill_slot(writer: _Writer, bundle: bundles.Bundle, root: str, offset: int, seq: int,
                progress: Progress) -> None:
-    folders = [f"{root}/{folder}" for folder in _folders(bundle)]
-    writer.run("\n".join(f"_mkdir({p!r})" for p in [APP, root, *folders]))
-    total = bundle.app_bytes
+    image = bundle.image()
+    slot = root.rsplit("/", 1)[1]
+    progress.step(f"writing the application ({len(image) / 1024:.1f} KiB, {len(bundle.files)} "
+                  f"modules) to slot {slot}")
     done = 0
-    progress.step(f"writing {len(bundle.files)} files ({total / 1024:.1f} KiB) to slot "
-                  f"{root.rsplit('/', 1)[1]}")
 
     def advance(n: int) -> None:
         nonlocal done
         done += n
-        progress.transfer(done, total)
+        progress.transfer(done, len(image))
 
-    for item in bundle.files:
-        writer.write(f"{root}/{item['path']}", bundle.app_file(item["path"]), advance)
-
-    progress.step("checking every file on the board (SHA-256)")
-    on_board = writer.hashes([f"{root}/{p}" for p in _paths(bundle)])
-    damaged = [item["path"] for item in bundle.files
-               if on_board[f"{root}/{item['path']}"] != item["sha256"]]
-    if damaged:
-        raise CommandError(f"{len(damaged)} file(s) arrived damaged on the board (first: "
-                           f"{damaged[0]}): check the USB cable and flash again; the previous "
-                           "application is still active")
-    writer.replace(f"{root}/manifest.json", slot_manifest(bundle, seq))
+    writer.write_image(offset, image, advance)
+    progress.step("checking the application on the board (SHA-256)")
+    if writer.image_hash(offset, len(image)) != bundle.image_entry["sha256"]:
+        raise CommandError("the application arrived damaged on the board (SHA-256 mismatch): "
+                           "check the USB cable and flash again; the previous application is "
+                           "still active")
+    writer.replace(f"{root}/manifest.json", slot_manifest(bundle, seq, offset))
 
 
-def slot_manifest(bundle: bundles.Bundle, seq: int) -> bytes:
+def slot_manifest(bundle: bundles.Bundle, seq: int, offset: int) -> bytes:
     """The manifest a slot keeps on the board: the bundle's, with the flash sequence number
-    and without the file hashes (checked already; the loader needs only sizes, and an
-    ESP32 has little heap to parse them at every boot)."""
+    and the image's place in the partition, without the file lists (the image was checked;
+    an ESP32 has little heap to parse them at every boot)."""
     manifest: dict[str, Any] = dict(bundle.manifest, seq=seq)
-    manifest["files"] = [{"path": item["path"], "size": item["size"]} for item in bundle.files]
-    del manifest["root"]
+    manifest["image"] = dict(bundle.image_entry, offset=offset)
+    del manifest["files"], manifest["root"]
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _paths(bundle: bundles.Bundle) -> list[str]:
-    return [str(item["path"]) for item in bundle.files]

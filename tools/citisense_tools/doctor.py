@@ -72,6 +72,9 @@ def problems(state: BoardState) -> list[str]:
     if wanted is not None and have != wanted:
         found.append(f"MicroPython {state.micropython_text} is installed; this board's firmware "
                      f"needs {wanted}: write it with citisense flash --micropython-image")
+    if not state.romfs_bytes:
+        found.append("this MicroPython has no \"romfs\" partition for the application: write "
+                     "the citisense MicroPython image with citisense flash --micropython-image")
     if not state.loader and any(slot.present for slot in state.slots.values()):
         found.append("the citisense loader (/lib/citisense_loader.mpy) is missing, so nothing "
                      "starts: flash again to restore it")
@@ -96,7 +99,9 @@ def report(state: BoardState, port: str) -> list[str]:
         f"board        {port}: {state.machine or state.platform}"
         + (f", id {state.uid}" if state.uid else ""),
         f"micropython  {state.micropython_text} (.mpy v{mpy[0]}.{mpy[1]})",
-        f"flash        {state.fs_free / 1024:.0f} KiB free of {state.fs_total / 1024:.0f} KiB",
+        f"flash        {state.fs_free / 1024:.0f} KiB free of {state.fs_total / 1024:.0f} KiB; "
+        + (f"application partition {state.romfs_bytes // 1024} KiB (2 slots)"
+           if state.romfs_bytes else "no application partition"),
         f"ram          {state.ram_free / 1024:.0f} KiB free, {state.ram_used / 1024:.0f} KiB "
         "used (after gc)",
         f"reset cause  {RESET_CAUSES.get(state.reset_cause or '', state.reset_cause or 'unknown')}",

@@ -37,14 +37,57 @@ def main():
                                  'config': doc, 'loc': loc}))
 '''
 
-# What the board does at power-up, minus the hardware: forget every module, run /main.py.
+# What the board does at power-up, minus the hardware: forget every module and the mounted
+# application, run /main.py.
 REBOOT = """
-import sys
+import sys, vfs
 for _name in list(sys.modules):
     if _name.startswith('citisense'):
         del sys.modules[_name]
+try:
+    vfs.umount('/slot')
+except OSError:
+    pass
 sys.path[:] = ['', '.frozen', '/lib']
 exec(open('/main.py').read(), {'__name__': '__main__'})
+"""
+
+
+# The "romfs" application partition of a board built with ROMFS, in the VM's RAM: esp32's
+# Partition (erase, then write whole 4 KiB sectors) and vfs.rom_ioctl mapping it, put in
+# sys.modules ahead of the VM's own. (The virtual board has the real thing: test_flash.py.)
+PARTITION_BYTES = 64 * 1024
+ROMFS_PARTITION = f"""
+import sys, vfs as _real_vfs
+_flash = bytearray(b'\\xff' * {PARTITION_BYTES})
+class Partition:
+    TYPE_APP = 0
+    TYPE_DATA = 1
+    @staticmethod
+    def find(type=0, subtype=0xff, label=None, block_size=4096):
+        return [Partition()] if type == 1 and label in (None, 'romfs') else []
+    def info(self):
+        return (1, 0x80, 0x200000, len(_flash), 'romfs', False)
+    def readblocks(self, n, buf, offset=0):
+        at = n * 4096 + offset
+        buf[:] = _flash[at:at + len(buf)]
+    def writeblocks(self, n, buf, offset=None):
+        at = n * 4096 + (offset or 0)
+        if offset is None:
+            _flash[at:at + len(buf)] = b'\\xff' * len(buf)
+        for i in range(len(buf)):
+            _flash[at + i] &= buf[i]
+class _Esp32:
+    Partition = Partition
+class _Vfs:
+    VfsRom = _real_vfs.VfsRom
+    mount = _real_vfs.mount
+    umount = _real_vfs.umount
+    @staticmethod
+    def rom_ioctl(op, *args):
+        return 1 if op == 1 else _flash
+sys.modules['esp32'] = _Esp32
+sys.modules['vfs'] = _Vfs
 """
 
 
@@ -53,11 +96,13 @@ class VMLink:
 
     name = "micropython-vm"
 
-    def __init__(self, vm: MicroPythonVM) -> None:
+    def __init__(self, vm: MicroPythonVM, *, romfs: bool = True) -> None:
         self.vm = vm
         self.boot_output = ""
         # The virtual and real ESP32 ports name the module in os.uname().machine.
         vm.run(f"import os\nclass _U:\n machine = {MACHINE!r}\nos.uname = lambda: _U()")
+        if romfs:
+            vm.run(ROMFS_PARTITION)
 
     def exec(self, code: str) -> str:
         try:
@@ -85,6 +130,12 @@ class VMLink:
 @pytest.fixture
 def vm_link(mp: MicroPythonVM) -> VMLink:
     return VMLink(mp)
+
+
+@pytest.fixture
+def vm_link_without_romfs(mp: MicroPythonVM) -> VMLink:
+    """A board with MicroPython as micropython.org ships it for an ESP32: no ROMFS."""
+    return VMLink(mp, romfs=False)
 
 
 @pytest.fixture(scope="session")

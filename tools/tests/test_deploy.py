@@ -128,12 +128,12 @@ class FailingLink:
         self.writes = 0
 
     def exec(self, code: str) -> str:
-        if code.startswith("_w("):
+        if code.startswith("_w(") and self.fault == "full":  # the slot's manifest
+            raise BoardCodeError("Traceback (most recent call last):\n"
+                                 "OSError: [Errno 28] ENOSPC\n")
+        if code.startswith("_b(") and self.fault == "noise":  # a chunk of the image
             self.writes += 1
-            if self.writes == 3 and self.fault == "full":
-                raise BoardCodeError("Traceback (most recent call last):\n"
-                                     "OSError: [Errno 28] ENOSPC\n")
-            if self.writes == 3 and self.fault == "noise":
+            if self.writes == 3:
                 code = code.replace("A", "B", 1)
         return str(self.link.exec(code))
 
@@ -166,5 +166,24 @@ def test_not_enough_flash_is_refused_before_writing(
 
     state = dataclasses.replace(probe(vm_link), fs_free=40 * 1024)
     with pytest.raises(CommandError, match="filesystem full: the application needs"):
+        install(vm_link, make_bundle("1.0.0"), state, Steps())
+    assert not probe(vm_link).slots["a"].present
+
+
+def test_a_board_without_an_application_partition_is_refused(
+        vm_link_without_romfs: Any, make_bundle: Callable[..., Bundle]) -> None:
+    link = vm_link_without_romfs
+    state = probe(link)
+    assert state.romfs_bytes is None
+    with pytest.raises(CommandError, match=r"no \"romfs\" partition.*--micropython-image"):
+        install(link, make_bundle("1.0.0"), state, Steps())
+
+
+def test_an_application_bigger_than_a_slot_is_refused(
+        vm_link: Any, make_bundle: Callable[..., Bundle]) -> None:
+    import dataclasses
+
+    state = dataclasses.replace(probe(vm_link), romfs_bytes=2 * 1024)  # 1 KiB slots
+    with pytest.raises(CommandError, match="does not fit an application slot"):
         install(vm_link, make_bundle("1.0.0"), state, Steps())
     assert not probe(vm_link).slots["a"].present

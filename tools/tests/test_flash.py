@@ -61,7 +61,8 @@ def state(**changes: Any) -> BoardState:
     base = BoardState(
         micropython=(1, 29, 0), mpy=0x306 | (10 << 10), machine="Generic ESP32 module with ESP32",
         platform="esp32", uid="246f28aabbcc", fs_block=4096, fs_free=1_900_000,
-        fs_total=2_000_000, ram_free=100_000, ram_used=10_000, reset_cause="PWRON_RESET",
+        fs_total=2_000_000, romfs_bytes=0x50000, ram_free=100_000, ram_used=10_000,
+        reset_cause="PWRON_RESET",
         loader=False, pointer=None, slots={n: SlotState(n, False, False) for n in "ab"},
         boots=None, root_sha256={})
     return dataclasses.replace(base, **changes)

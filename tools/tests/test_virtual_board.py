@@ -224,7 +224,7 @@ class PlugLink:
         self.link.close()
 
 
-@pytest.mark.parametrize("budget", [6, 14, 22])
+@pytest.mark.parametrize("budget", [3, 8, 13, 18])  # image, image, manifest, pointer
 def test_a_power_cut_during_a_flash_keeps_a_working_board(
         board: VirtualBoard, make_bundle: Callable[..., Bundle], config: Path,
         budget: int) -> None:

@@ -21,6 +21,10 @@ Keys of BOARD:
     buses        bus settings: "i2c", "pm_uart", "rs485_uart" as {"id", "freq" or "baud"}
     drivers      driver name per peripheral; the HAL maps each name to a driver module
     psram        whether the module has PSRAM (RAM budget)
+    romfs        bytes of the flash partition labelled "romfs" in the board's MicroPython
+                 image (a build with ROMFS: MICROPY_VFS_ROM and that partition). The
+                 application lives there as two ROMFS images, slot a in the first half and
+                 slot b in the second, executed in place: only its data takes RAM
     scales       optional: analog front-end scale factors the HAL reads (see its docs)
 """
 
@@ -42,6 +46,7 @@ ADC1 = frozenset(range(32, 40))  # ADC2 cannot be read while WiFi runs: analog g
 # A circuit driving these during reset starts the ROM downloader (0 low) or sets the
 # flash voltage to 1.8 V (12 high): either way the application does not start.
 BOOT_STRAPS = frozenset((0, 12))
+FLASH_SECTOR = 4096  # the unit of a flash erase
 
 OUTPUT, INPUT, ANALOG = "output", "input", "analog"
 PIN_KINDS = {
@@ -114,6 +119,10 @@ def problems(board: dict[str, Any]) -> list[str]:
         found.append(f"name {name!r}: 1..32 lowercase letters, digits and dashes")
     if not re.fullmatch(r"\d+\.\d+", str(board.get("micropython"))):
         found.append("micropython: must be 'major.minor', e.g. '1.29'")
+    romfs = board.get("romfs")
+    if not isinstance(romfs, int) or romfs <= 0 or romfs % (2 * FLASH_SECTOR):
+        found.append(f"romfs {romfs!r}: the partition's size in bytes, a multiple of "
+                     f"{2 * FLASH_SECTOR} (two slots of whole 4 KiB flash sectors)")
     found += _pin_problems(board)
     found += _role_problems(board)
     return [f"board {name}: {problem}" for problem in found]

@@ -43,5 +43,6 @@ BOARD = {
         "climate": "bme280",
         "no2": "adc",
     },
+    "romfs": 0x50000,  # two application slots of 160 KiB (see the docs of this key)
     "psram": False,
 }
