@@ -161,7 +161,11 @@ async def _node_remove(args: argparse.Namespace, store: Store) -> int:
 async def _broker_config(args: argparse.Namespace, store: Store) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    password = acl.new_password()
+    # The running gateway keeps the password it started with: rewriting the files after
+    # provisioning (then reloading the broker) must not lock it out. Rotate on request.
+    kept = out / "gateway.password"
+    password = "" if args.new_gateway_password or not kept.is_file() else kept.read_text().strip()
+    password = password or acl.new_password()
     accounts = [acl.gateway_account(args.gateway_user, acl.hash_password(password))]
     accounts += [acl.node_account(n.node_id, n.broker_hash) for n in await store.nodes()]
     files = {
@@ -173,10 +177,11 @@ async def _broker_config(args: argparse.Namespace, store: Store) -> int:
         "gateway.password": password + "\n",
     }
     for name, text in files.items():
-        path = out / name
-        path.write_text(text)
-        if name in ("passwd", "gateway.password"):
-            path.chmod(0o600)
+        # Aside, then renamed: a broker reloading meanwhile reads the old file or the new.
+        aside = out / f".{name}.tmp"
+        aside.touch(mode=0o600 if name in ("passwd", "gateway.password") else 0o644)
+        aside.write_text(text)
+        aside.replace(out / name)
     await store.audit(_user(args), "broker.config", str(out), {"accounts": len(accounts)})
     _print({"dir": str(out), "accounts": len(accounts),
             "gateway_password_file": str(out / "gateway.password")})
@@ -384,6 +389,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--gateway-user", default="gateway")
+    p.add_argument("--new-gateway-password", action="store_true",
+                   help="rotate the gateway's broker password (restart the gateway after the "
+                        "broker reload); by default the one in --out/gateway.password is kept")
 
     sched = add("schedule", None, "lighting schedules")
     ssub = sched.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")

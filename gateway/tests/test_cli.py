@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from citisense_gateway import acl
 from citisense_gateway.cli import main
 
 
@@ -55,6 +56,16 @@ def test_provision_and_broker_files(run, tmp_path: Path) -> None:  # type: ignor
         "gateway", "7"]
     assert stat.S_IMODE((files / "passwd").stat().st_mode) == 0o600
     assert "listener 8883 0.0.0.0" in (files / "mosquitto.conf").read_text()
+    # Run again after provisioning (as a city does, then reloads the broker): the running
+    # gateway's password stays; only --new-gateway-password rotates it.
+    password = (files / "gateway.password").read_text()
+    code, out, _ = run("broker-config", "--out", str(files), "--port", "8883")
+    assert code == 0 and (files / "gateway.password").read_text() == password
+    gateway_hash = (files / "passwd").read_text().split()[0].split(":", 1)[1]
+    assert acl.verify_password(password.strip(), gateway_hash)
+    assert stat.S_IMODE((files / "gateway.password").stat().st_mode) == 0o600
+    code, out, _ = run("broker-config", "--out", str(files), "--new-gateway-password")
+    assert code == 0 and (files / "gateway.password").read_text() != password
     code, out, _ = run("node", "list", "--zone", "centre")
     assert [n["node"] for n in out] == [7]
 
