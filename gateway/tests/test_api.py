@@ -253,6 +253,15 @@ async def test_nodes_filters_and_detail(api: Client) -> None:
     assert r.status_code == 404 and r.json()["error"] == "node 999 is not registered"
     series = await api.ok("viewer", "GET", "/api/v1/nodes/301/telemetry")
     assert series and series[-1]["values"]["state"] in ("free", "occupied")
+    births = await api.ok("viewer", "GET", f"/api/v1/nodes/{FAULTY_LAMP}/births")
+    newest = births[0]
+    assert (newest["firmware"], newest["boot"], newest["role"], newest["board"],
+            newest["config_hash"]) == (lamp["firmware"], lamp["boot"], "lighting",
+                                       lamp["board"], lamp["config_hash"])
+    assert [b["received_at"] for b in births] == sorted((b["received_at"] for b in births),
+                                                        reverse=True)
+    r = await api.as_("viewer", "GET", "/api/v1/nodes/999/births")
+    assert r.status_code == 404
 
 
 async def test_maintenance_commands(api: Client) -> None:

@@ -222,3 +222,44 @@ def _waiter(received: queue.Queue[tuple[str, bytes]], node: int, key: bytes | No
         return None
 
     return wait
+
+
+class ApiClient(Protocol):
+    def get(self, path: str, **query: Any) -> Any: ...
+
+
+class ApiBirthSource:
+    """Births as the gateway accepted them, read through its HTTP API: a technician logged
+    in with `citisense login` needs no broker account, and the gateway checked each birth's
+    MAC with the node's key (so a re-flash without the config file is verified too)."""
+
+    POLL_S = 1.0
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    def _births(self, node: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.api.get(f"/nodes/{node}/births", limit=5)
+        return found
+
+    @contextmanager
+    def watch(self, node: int, key: bytes | None) -> Iterator[Wait]:
+        known = {(b["boot"], b["seq"]) for b in self._births(node)}  # before anything moves
+
+        def wait(timeout: float) -> Birth | None:
+            deadline = time.monotonic() + timeout
+            while True:
+                for found in self._births(node):  # newest first
+                    if (found["boot"], found["seq"]) not in known:
+                        loc = found["location"]
+                        return Birth(node=node, fw=found["firmware"], role=found["role"],
+                                     board=found["board"], cfg=found["config_hash"],
+                                     reset=found["reset_cause"],
+                                     loc=None if loc is None else (loc[0], loc[1]),
+                                     verified=True)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                time.sleep(min(self.POLL_S, left))
+
+        yield wait

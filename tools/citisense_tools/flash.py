@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from citisense_boards import definitions
 from citisense_tools import bundle as bundles
-from citisense_tools import commissioning, esptool_cmd
+from citisense_tools import commissioning, esptool_cmd, operator_cmds
 from citisense_tools.board_link import BoardLink, SerialLink, find_port
 from citisense_tools.board_state import BoardState, probe
 from citisense_tools.deploy import Progress, install
@@ -134,7 +134,8 @@ def flash(link: BoardLink, bundle: bundles.Bundle, progress: Progress, *,
     expected = expected_birth(bundle, state, doc)
     if births is None:
         install(link, bundle, state, progress, config=config)
-        progress.step("resetting the board (not waiting for its birth: no broker given)")
+        progress.step("resetting the board (not waiting for its birth: log in with "
+                      "citisense login, or give --broker)")
         link.reset()
         return None
     key = bytes.fromhex(doc["key"]) if doc is not None else None
@@ -157,10 +158,15 @@ def flash(link: BoardLink, bundle: bundles.Bundle, progress: Progress, *,
     return birth
 
 
-def birth_source(url: str | None) -> commissioning.BirthSource | None:
-    if not url:
+def birth_source(args: argparse.Namespace) -> commissioning.BirthSource | None:
+    """Where the birth is watched: the broker if one is given, else the gateway's API as
+    the technician logged in; None when neither is known."""
+    if args.broker:
+        return commissioning.MqttBirthSource(commissioning.Broker.from_url(args.broker))
+    token = operator_cmds.api_token(args)
+    if token is None:
         return None
-    return commissioning.MqttBirthSource(commissioning.Broker.from_url(url))
+    return commissioning.ApiBirthSource(operator_cmds.Api(operator_cmds.api_url(args), token))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -172,9 +178,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the node's config file made by citisense provision")
     parser.add_argument("--port", default="auto",
                         help="serial port of the board, or auto (default: the one ESP32 on USB)")
-    parser.add_argument("--broker", default=os.environ.get(BROKER_ENV),
-                        help="MQTT broker to watch for the birth message, "
-                             f"mqtt://user:password@host:1883 (default: ${BROKER_ENV})")
+    watch = parser.add_argument_group(
+        "where the node's birth is watched",
+        "through the gateway's API as the user `citisense login` logged in (default), or "
+        "on an MQTT broker")
+    operator_cmds.add_api_options(watch)
+    watch.add_argument("--broker", default=os.environ.get(BROKER_ENV),
+                       help="MQTT broker to watch instead, mqtt://user:password@host:1883 "
+                            f"(default: ${BROKER_ENV})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds to wait for the birth message (default: %(default)s)")
     parser.add_argument("--new-identity", action="store_true",
@@ -207,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     progress = ConsoleProgress()
     link = SerialLink(port)
     try:
-        birth = flash(link, bundle, progress, config=config, births=birth_source(args.broker),
+        birth = flash(link, bundle, progress, config=config, births=birth_source(args),
                       timeout=args.timeout, new_identity=args.new_identity)
     except BaseException:
         link.close()

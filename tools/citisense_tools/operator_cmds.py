@@ -142,6 +142,15 @@ def _explain(err: urllib.error.HTTPError) -> str:
     return f"{text} (HTTP {err.code})"
 
 
+def add_api_options(group: argparse._ActionsContainer) -> None:
+    """--api and --token-file, for commands that reach the gateway as the logged-in user."""
+    group.add_argument("--api", "--api-url", dest="api_url", metavar="URL",
+                       help=f"the gateway's API, e.g. {DEFAULT_URL} (default: ${URL_ENV} or "
+                            "where you logged in)")
+    group.add_argument("--token-file",
+                       help=f"file holding the API token (default: ${TOKEN_ENV} or your login)")
+
+
 def connect(args: argparse.Namespace) -> Api:
     token = api_token(args)
     if not token:

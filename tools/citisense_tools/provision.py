@@ -20,7 +20,7 @@ from typing import Any
 from citisense_boards import definitions
 from citisense_tools import node_config
 from citisense_tools.errors import CommandError
-from citisense_tools.operator_cmds import DEFAULT_URL, TOKEN_ENV, URL_ENV
+from citisense_tools.operator_cmds import add_api_options
 from citisense_tools.registration import (
     Identity,
     NodeInfo,
@@ -160,11 +160,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "through the gateway's API as the user `citisense login` logged in (default), or "
         "on the gateway host straight into its database (--store or --gateway-config, to "
         "bootstrap)")
-    via.add_argument("--api", "--api-url", dest="api_url", metavar="URL",
-                     help=f"the gateway's API, e.g. {DEFAULT_URL} (default: ${URL_ENV} or "
-                          "where you logged in)")
-    via.add_argument("--token-file",
-                     help=f"file holding the API token (default: ${TOKEN_ENV} or your login)")
+    add_api_options(via)
     via.add_argument("--store", help="the gateway's store URL, on the gateway host")
     via.add_argument("--gateway-config",
                      help="the gateway's TOML configuration file, for its store URL")

@@ -3,6 +3,7 @@ file the firmware accepts, created 0600, and secrets that never reach the screen
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -18,9 +19,11 @@ from argon2 import PasswordHasher
 from citisense_firmware import config as firmware_config
 from citisense_gateway import acl
 from citisense_gateway.api.devserver import FLEET, DevGateway, Threaded, running
+from citisense_gateway.simnode import SimNode
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import Node
-from citisense_tools import cli, operator_cmds, provision
+from citisense_protocols import messages
+from citisense_tools import cli, commissioning, flash, operator_cmds, provision
 
 STREET = ["--lat", "52.0907", "--lon", "5.1214", "--zone", "centre", "--street", "oudegracht"]
 
@@ -277,3 +280,30 @@ def test_store_flag_still_registers_straight_into_the_database(
     assert "node 1 registered with the gateway's store" in printed
     assert [n.node_id for n in _nodes(store_url)] == [1]
     assert registered(gateway).keys() == before.keys()
+
+
+def test_flash_watches_the_birth_through_the_gateway_api(
+        api_cli: Callable[..., tuple[int, str, str]], gateway: Threaded) -> None:
+    """A logged-in technician's flash sees the node's birth as the gateway accepted it: no
+    broker account needed, and a birth the gateway refused (wrong key) is never taken."""
+    login(api_cli, "tech-bo")
+    source = flash.birth_source(argparse.Namespace(broker=None, api_url=None, token_file=None))
+    assert isinstance(source, commissioning.ApiBirthSource)
+    source.POLL_S = 0.1
+    street = gateway.gateway.street
+    lamp = street.nodes[101]
+
+    async def offer(message: bytes) -> None:
+        street.offer(101, messages.BIRTH, message)
+
+    with source.watch(101, None) as wait:
+        assert wait(0.3) is None  # the births the gateway had before do not count
+        forged = SimNode(101, bytes(32), "lighting", boot=lamp.boot + 1)  # not its key
+        gateway.call(offer(forged.birth()))
+        assert wait(1.0) is None
+        lamp.boot += 1  # the node restarts after the flash
+        gateway.call(offer(lamp.birth()))
+        birth = wait(10)
+    assert birth is not None and birth.verified
+    assert (birth.node, birth.fw, birth.role, birth.cfg) == (101, "1.0.0", "lighting",
+                                                             lamp.config_hash.hex())

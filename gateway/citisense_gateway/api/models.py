@@ -133,6 +133,20 @@ class CommandView(BaseModel):
     note: str
 
 
+class BirthView(BaseModel):
+    """A birth message the gateway accepted (its MAC checked with the node's key)."""
+
+    boot: int
+    seq: int
+    received_at: float
+    firmware: str
+    role: str
+    board: str
+    config_hash: str = Field(description="hex of the first 8 bytes of the config's SHA-256")
+    reset_cause: int = Field(description="code, as in protocols/SPEC.md")
+    location: list[int] | None = Field(description="[lat, lon] in 1e-7 degrees, as reported")
+
+
 class NodeDetail(NodeSummary):
     boot: int | None
     board: str

@@ -130,6 +130,15 @@ def summary(node: Node, twin: Twin | None, now: float, stale_after: float
         reserved_until=twin.reserved_until if twin and node.role == "parking" else None)
 
 
+def birth(row: UplinkRow) -> models.BirthView:
+    data = json.loads(row.data)
+    loc = data.get("5")
+    return models.BirthView(
+        boot=row.boot, seq=row.seq, received_at=row.received_at, firmware=data["0"],
+        role=messages.ROLE_NAMES[data["1"]], board=data["2"], config_hash=data["3"],
+        reset_cause=data["4"], location=None if loc is None else [loc[0], loc[1]])
+
+
 def detail(node: Node, twin: Twin | None, now: float, stale_after: float,
            last: models.Reading | None, events: list[models.EventView],
            commands: list[Command]) -> models.NodeDetail:

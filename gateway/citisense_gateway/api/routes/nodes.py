@@ -122,6 +122,18 @@ async def telemetry(
     return [views.row_reading(node.role, r) for r in rows]
 
 
+@router.get("/nodes/{node_id}/births", responses=READ_ONE)
+async def births(
+    _: auth.Viewer, s: auth.ServicesDep, node_id: NodeId,
+    limit: Annotated[int, Query(ge=1, le=100, description="newest births kept")] = 10,
+) -> list[models.BirthView]:
+    """The node's latest births, newest first: what `citisense flash` watches to commission
+    a node without broker credentials."""
+    await s.store.get_node(node_id)
+    rows = await fleet.recent(s.store, node_id, messages.BIRTH, s.clock() - 30 * DAY, limit)
+    return [views.birth(row) for row in reversed(rows)]
+
+
 @router.post("/nodes/{node_id}/commands", status_code=202, responses=CHANGE)
 async def node_command(req: models.NodeCommandRequest, node_id: NodeId,
                        current: auth.Technician,
