@@ -108,6 +108,7 @@ class Node:
         self.sense_ms = 1000
         self.known = NODE_SETTINGS
         self._tasks = []
+        self._ticking = None  # the task of tick_soon()
         self._beats = {}  # task name -> [ticks of its last progress, longest gap in ms]
         self._stop = asyncio.Event()
         self._cause = None  # reset cause to record when the app stops for a reboot
@@ -132,6 +133,7 @@ class Node:
         config.remove(self.path(FAULT_PATH))
         try:
             self.boot(cfg)
+            await self.first_tick()
             self._start()
             await self._stop.wait()
             await self._shutdown()
@@ -172,6 +174,21 @@ class Node:
             down.register(op, handler)
         self._sent_ms = ticks_add(self.hal.ticks_ms(), -86400000)  # first telemetry at once
         self._sense_once()
+
+    async def first_tick(self) -> None:
+        """The control tick right after boot, before any task runs."""
+        await self.role.prepare()
+        self.role.tick()
+
+    def tick_soon(self) -> None:
+        """A control tick now, but after the role prepared it (a command's handler cannot
+        wait): a new schedule or a new time may need new sun times first."""
+        ticking = self._ticking
+        if ticking is None or ticking.done():  # else the coming tick sees the change too
+            self._ticking = asyncio.create_task(self._tick_now())
+
+    async def _tick_now(self) -> None:
+        await self.role.prepare()
         self.role.tick()
 
     def _start(self) -> None:
@@ -183,6 +200,9 @@ class Node:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = None
 
     async def _shutdown(self) -> None:
         """Before a commanded reboot: let the ack leave, keep what must survive."""
@@ -318,7 +338,7 @@ class Node:
 
     def _time_sync(self, unix: int) -> None:
         self.set_time(unix, messages.TQ_GATEWAY)
-        self.role.tick()
+        self.tick_soon()
 
     def _identify(self, seconds: int) -> None:
         self._identify_until = ticks_add(self.hal.ticks_ms(), seconds * 1000)
@@ -359,6 +379,7 @@ class Node:
 
     async def _control(self) -> None:
         while True:
+            await self.role.prepare()
             self.role.tick()
             self.health.sample()
             blink = self.identify_phase()

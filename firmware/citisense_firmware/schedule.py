@@ -61,7 +61,7 @@ DEFAULT_FAILSAFE = const(100)
 
 _KEYS = (0, 1, 2, 3, 4)
 _OFFSET_RANGES = ((0, 1439), (-720, 720), (-720, 720))
-_CACHE_SIZE = const(16)  # a level() call resolves 8 sun events and 6 noons
+_CACHE_SIZE = const(24)  # a level() call resolves some 14 sun times, a few more in odd zones
 
 
 class ScheduleError(ValueError):
@@ -180,7 +180,10 @@ class Schedule:
                 rising = anchor == AT_DAWN
                 found = sun_event(day, latitude, longitude, ZENITH_SUNRISE, rising)
             if len(self._sun) >= _CACHE_SIZE:
-                self._sun = {}
+                # Forget the oldest days (time moves on), not the lot: the next level()
+                # would have to compute them all again in one go.
+                for old in sorted(self._sun)[:_CACHE_SIZE // 4]:
+                    del self._sun[old]
             self._sun[key] = found
         return found
 
@@ -207,6 +210,20 @@ class Schedule:
         noon = day * 86400 + 43200
         solar = solar_day(noon - self.utc_offset(noon), longitude)
         return self._sun_at(solar, anchor, latitude, longitude) + offset * 60
+
+    def warm(self, unix: int, latitude: float, longitude: float):
+        """Compute the sun times level(unix) needs that the memo lacks, yielding after each
+        one: a generator, so that a caller can wait in between. A sun event makes some 5 KB
+        of float garbage and a first evaluation needs a dozen: in one go, that garbage
+        needs a heap that collects in the middle of a computation."""
+        today = (unix + self.utc_offset(unix)) // 86400
+        for day in range(today - 2, today + 2):
+            for step in self.profile(day):
+                if step[0] != AT_TIME:
+                    known = len(self._sun)
+                    self.resolve(day, step, latitude, longitude)
+                    if len(self._sun) != known:
+                        yield
 
     def level(self, unix: int, latitude: float, longitude: float) -> int:
         """Target level in percent at a Unix time."""

@@ -142,6 +142,42 @@ def test_level_is_a_percentage_and_the_same_after_a_reboot(
     assert running.level(unix, latitude, longitude) == level
 
 
+@settings(max_examples=200, deadline=None)
+@given(obj=schedules(), start=times, steps=st.lists(st.integers(0, 3 * 86400), max_size=6),
+       latitude=latitudes, longitude=longitudes)
+def test_warming_leaves_nothing_for_level_to_compute(
+    obj: dict[int, Any], start: int, steps: list[int], latitude: float, longitude: float,
+) -> None:
+    """warm() computes every sun time level() needs, one per step (the node waits between
+    them), so a tick never computes a burst of them; the memo stays bounded as time goes on
+    and never changes an answer."""
+    running = schedule.parse(obj)
+    computed: list[int] = []
+    real_event, real_noon = schedule.sun_event, schedule.solar_noon
+
+    def event(*args: Any) -> int:
+        computed.append(1)
+        return real_event(*args)
+
+    def noon(*args: Any) -> int:
+        computed.append(1)
+        return real_noon(*args)
+
+    unix = start
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(schedule, "sun_event", event)
+        patch.setattr(schedule, "solar_noon", noon)
+        for step in [0, *steps]:
+            unix += step
+            yielded = sum(1 for _ in running.warm(unix, latitude, longitude))
+            assert yielded <= len(computed)  # at least one new sun time per step taken
+            computed.clear()
+            level = running.level(unix, latitude, longitude)
+            assert computed == []  # nothing left to compute in the tick
+            assert len(running._sun) <= schedule._CACHE_SIZE
+    assert level == schedule.parse(obj).level(unix, latitude, longitude)
+
+
 @settings(max_examples=400, deadline=None)
 @given(unix=times, latitude=latitudes, longitude=longitudes)
 def test_sun_following_profile_lights_the_night_and_only_the_night(

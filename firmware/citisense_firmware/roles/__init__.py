@@ -7,6 +7,7 @@ A role is a class `Role(node)` with:
     SAFE_SENSE  whether it senses in safe mode (only what its fail-safe needs)
     handlers()  (opcode, handler) pairs for commands.Downlink
     configure() re-read its settings (after boot and every set_config)
+    prepare()   async: what the next tick() needs that takes long, done between waits
     tick()      control: evaluated every control tick and right after boot
     sense()     read the sensors, detect changes, send events
     telemetry() the telemetry data array
@@ -27,6 +28,9 @@ class Role:
         return ()
 
     def configure(self) -> None:
+        pass
+
+    async def prepare(self) -> None:
         pass
 
     def tick(self) -> None:

@@ -107,6 +107,14 @@ class Role(_Role):
 
     # -- control --------------------------------------------------------------------
 
+    async def prepare(self) -> None:
+        """The sun times the next tick needs, one at a time between waits (Schedule.warm),
+        so that their garbage is collected on the way instead of piling up in one tick."""
+        node = self.node
+        if self.schedule is not None and node.time_valid():
+            for _ in self.schedule.warm(node.clock.unix(), self.lat, self.lon):
+                await node.hal.sleep_ms(0)
+
     def tick(self) -> None:
         node = self.node
         uptime = node.clock.uptime()
@@ -220,5 +228,5 @@ class Role(_Role):
         self._record.save(cbor.dumps(obj))
         self.schedule = schedule
         self.version = schedule.version
-        self.tick()
+        self.node.tick_soon()  # once its sun times are computed
         return None
