@@ -209,9 +209,9 @@ def run(args: argparse.Namespace) -> int:
     version = args.fw_version or default_version()
     out = args.out or Path("build") / f"citisense-{version}-{args.role}-{args.board}"
     made = build(args.role, args.board, out, version=version)
-    size = made.app_bytes + sum(int(item["size"]) for item in made.root_files)
+    image = int(made.image_entry["size"])
     print(f"built {made.root}: citisense {made.version}, {made.role} on {made.board}, "
-          f"{len(made.files)} files, {size / 1024:.1f} KiB, MicroPython "
+          f"{len(made.files)} modules, application image {image / 1024:.1f} KiB, MicroPython "
           f"{made.manifest['micropython']} (.mpy v{made.manifest['mpy'][0]}."
           f"{made.manifest['mpy'][1]})")
     return 0
