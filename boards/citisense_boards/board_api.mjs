@@ -30,7 +30,10 @@ export function makeBoardApi(board, waitEvent) {
   const digital = new Int8Array(shared.digital);
   const i2cRegs = new Uint8Array(shared.i2c);
   const bootMs = board.streetMs();
-  const toBytes = (py) => board.mp.PyProxy.toJs(py);
+  // Bytes from Python arrive as (address, length) in the VM's memory and are copied here:
+  // a Python object handed to JS stays referenced by its proxy and would never be freed.
+  const fromVm = (address, length) =>
+    Buffer.from(board.mp._module.HEAPU8.subarray(address, address + length));
   const hex = (bytes) => Buffer.from(bytes).toString("hex");
   const now = () => board.streetMs();
 
@@ -230,8 +233,8 @@ export function makeBoardApi(board, waitEvent) {
       board.post({ t: "rtc", offsetMs: board.rtcOffsetMs });
     },
     rtc_memory: () => hex(rtcMemory),
-    rtc_memory_set: (data) => {
-      rtcMemory = Buffer.from(toBytes(data));
+    rtc_memory_set: (address, length) => {
+      rtcMemory = fromVm(address, length);
       board.post({ t: "rtc_memory", hex: hex(rtcMemory) });
     },
 
@@ -291,10 +294,10 @@ export function makeBoardApi(board, waitEvent) {
 
     // I2C, routed by the pins the bus was set up on
     i2c_scan: (scl, sda) => busDevices(scl, sda).map((d) => d.addr).sort((a, b) => a - b).join(","),
-    i2c_write: (scl, sda, addr, data) => {
+    i2c_write: (scl, sda, addr, address, length) => {
       const d = device(scl, sda, addr);
       if (!d) return -ENODEV;
-      const bytes = toBytes(data);
+      const bytes = fromVm(address, length);
       if (bytes.length === 0) return 0;
       let ptr = bytes[0];
       for (const b of bytes.subarray(1)) { i2cRegs[d.slot * 256 + ptr] = b; ptr = (ptr + 1) & 0xff; }
@@ -333,9 +336,9 @@ export function makeBoardApi(board, waitEvent) {
     },
     uart_close: (h) => { uarts.delete(h); },
     uart_any: (h) => { board.pollMessages(); return uarts.get(h)?.rx.length ?? 0; },
-    uart_write: (h, data) => {
+    uart_write: (h, address, length) => {
       const u = uarts.get(h);
-      const bytes = toBytes(data);
+      const bytes = fromVm(address, length);
       if (u?.endpoint) board.post({ t: "uart", endpoint: u.endpoint, data: u.baudOk ? bytes : garble(bytes) });
       return bytes.length;
     },
@@ -360,7 +363,7 @@ export function makeBoardApi(board, waitEvent) {
       if (!block(timeoutMs, () => s.state !== "connecting")) return -ETIMEDOUT;
       return s.state === "open" ? 0 : -s.err;
     },
-    sock_send: (h, data, timeoutMs) => {
+    sock_send: (h, address, length, timeoutMs) => {
       const s = socks.get(h);
       if (s.err) return -s.err;
       if (s.state !== "open") return -ENOTCONN;
@@ -369,7 +372,7 @@ export function makeBoardApi(board, waitEvent) {
         if (!block(timeoutMs, () => s.inFlight < SEND_WINDOW || s.err)) return -ETIMEDOUT;
         if (s.err) return -s.err;
       }
-      const bytes = toBytes(data);
+      const bytes = fromVm(address, length); // after the wait: the buffer does not move
       s.inFlight += bytes.length;
       board.post({ t: "sock", op: "send", h, data: bytes });
       return bytes.length;

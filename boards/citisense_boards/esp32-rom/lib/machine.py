@@ -7,7 +7,15 @@ import sys
 import time
 
 import _vboard
+import uctypes
 from micropython import const
+
+
+def _buffer(data):
+    # Bytes go to the board by address (_vboard copies them): no copy left on the heap.
+    if isinstance(data, (bytes, bytearray)):
+        return data
+    return bytes(data)
 
 PWRON_RESET = const(1)
 HARD_RESET = const(2)
@@ -292,7 +300,9 @@ class I2C:
         return [int(a) for a in found.split(",")] if found else []
 
     def writeto(self, addr, buf, stop=True):
-        return _raise_for(_vboard.i2c_write(self._scl, self._sda, addr, bytes(buf)))
+        buf = _buffer(buf)
+        return _raise_for(_vboard.i2c_write(self._scl, self._sda, addr,
+                                            uctypes.addressof(buf), len(buf)))
 
     def writevto(self, addr, vector, stop=True):
         return self.writeto(addr, b"".join(bytes(b) for b in vector), stop)
@@ -378,7 +388,8 @@ class UART:
         return binascii.unhexlify(data) if data else None
 
     def write(self, buf):
-        return _vboard.uart_write(self._h, bytes(buf))
+        buf = _buffer(buf)
+        return _vboard.uart_write(self._h, uctypes.addressof(buf), len(buf))
 
     def flush(self):
         pass
@@ -458,4 +469,5 @@ class RTC:
             return binascii.unhexlify(_vboard.rtc_memory())
         if len(data) > _RTC_MEMORY_MAX:
             raise ValueError("buffer too long")
-        _vboard.rtc_memory_set(bytes(data))
+        data = _buffer(data)
+        _vboard.rtc_memory_set(uctypes.addressof(data), len(data))

@@ -5,6 +5,7 @@
 import binascii
 
 import _vboard
+import uctypes
 from micropython import const
 
 AF_INET = const(2)
@@ -72,16 +73,22 @@ class socket:
         if result < 0:
             raise OSError(-result)
 
+    def _send(self, data, timeout):
+        # By address (_vboard copies the bytes): no copy left on the heap.
+        if not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
+        return _vboard.sock_send(self._h, uctypes.addressof(data), len(data), timeout)
+
     def send(self, data):
-        return _count(_vboard.sock_send(self._h, bytes(data), self._timeout))
+        return _count(self._send(data, self._timeout))
 
     def sendall(self, data):
         view = memoryview(data)
         while view:
-            view = view[_count(_vboard.sock_send(self._h, bytes(view), -1)) :]
+            view = view[_count(self._send(view, -1)) :]
 
     def write(self, data):
-        result = _vboard.sock_send(self._h, bytes(data), self._timeout)
+        result = self._send(data, self._timeout)
         return None if result == -_EAGAIN else _count(result)
 
     def recv(self, bufsize):
