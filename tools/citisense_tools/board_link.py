@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import struct
+import threading
 import time
 from typing import Any, Protocol
 
@@ -111,6 +112,11 @@ def _raw_repl_answers(port: Any, timeout: float) -> bool:
         port.timeout = saved
 
 
+# mpremote prints raw bytes when it fails, to sys.stdout; contextlib.redirect_stdout swaps
+# that for the whole process, so links opened from several threads take turns.
+_QUIETING = threading.Lock()
+
+
 class SerialLink:
     """A board on a serial port, in the raw REPL (its application interrupted)."""
 
@@ -119,7 +125,7 @@ class SerialLink:
         self.name = port
         quiet = io.StringIO()  # mpremote prints raw bytes when it fails; we explain instead
         try:
-            with contextlib.redirect_stdout(quiet):
+            with _QUIETING, contextlib.redirect_stdout(quiet):
                 self._transport = SerialTransport(port, baudrate=baudrate, timeout=READ_TIMEOUT)
         except TransportError as err:
             raise CommandError(f"cannot open {port}: {err} (is the board plugged in? is another "
@@ -131,7 +137,7 @@ class SerialLink:
         try:
             answered = _raw_repl_answers(self._transport.serial, connect_timeout)
             if answered:
-                with contextlib.redirect_stdout(quiet):
+                with _QUIETING, contextlib.redirect_stdout(quiet):
                     self._transport.enter_raw_repl(soft_reset=True)
         except (TransportError, OSError):
             answered = False
