@@ -139,7 +139,7 @@ def test_flash_commissions_a_virtual_board(
     with console(board.repl_port) as listening:
         listening.drain()
         board.power_cycle()
-        assert [b["fw"] for b in read_births(listening, 20)] == ["1.0.0"]
+        assert [b["fw"] for b in read_births(listening, 60)] == ["1.0.0"]
 
 
 def test_cli_flash_then_doctor(board: VirtualBoard, make_bundle: Callable[..., Bundle],
