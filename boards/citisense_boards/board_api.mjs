@@ -467,17 +467,27 @@ export function makeBoardApi(board, waitEvent) {
   };
 
   const guarded = {};
-  for (const [name, fn] of Object.entries(exports)) {
+  const activity = new Float64Array(shared.activity);
+  const realNow = () => performance.timeOrigin + performance.now(); // Date.now is street time
+  board.post({ t: "calls", names: Object.keys(exports) });
+  Object.keys(exports).forEach((name, index) => {
+    const fn = exports[name];
     guarded[name] = (...args) => {
+      const outer = activity[0]; // a call made from a callback this one runs
+      activity[0] = index + 1;
+      activity[1] = realNow();
       board.pollMessages();
       try {
         return fn(...args);
       } catch (e) {
         board.post({ t: "log", message: `_vboard.${name}: ${e?.stack ?? e}` });
         return -EINVAL;
+      } finally {
+        activity[0] = outer;
+        activity[1] = realNow();
       }
     };
-  }
+  });
 
   return {
     exports: guarded,

@@ -39,6 +39,9 @@ const shared = {
   analog: new SharedArrayBuffer(40 * 4),
   digital: new SharedArrayBuffer(40),
   i2c: new SharedArrayBuffer(Math.max(1, cfg.i2cImages.length) * 256),
+  // What the CPU is doing, for the watchdog's report: [board call index + 1 or 0 while it
+  // runs Python, Date.now() of the change]; see board_api.mjs.
+  activity: new SharedArrayBuffer(2 * 8),
 };
 const doorbell = new Int32Array(shared.doorbell);
 const clock = new Float64Array(shared.clock);
@@ -62,6 +65,7 @@ let cpu = null;
 let rtcOffsetMs = cfg.rtcOffsetMs;
 let rtcMemory = "";
 let wdt = null;
+let boardCalls = []; // _vboard's functions, by the index the CPU reports
 let resetting = false;
 const sockets = new Map();
 const driven = { pwm: new Set(), pins: new Set() };
@@ -90,7 +94,9 @@ function startCpu(cause, wakeReason = 0) {
     transferList: [port2],
   });
   cpu = { worker, port: port1 };
-  worker.on("message", (m) => { if (cpu?.worker === worker) fromCpu(m); });
+  // What the CPU printed before a reset still leaves the UART, as on a board; the rest of a
+  // reset CPU's messages are dropped.
+  worker.on("message", (m) => { if (cpu?.worker === worker || m.t === "out") fromCpu(m); });
   worker.on("error", (e) => { if (cpu?.worker === worker) emit({ ev: "fatal", message: String(e?.stack ?? e) }); });
 }
 
@@ -115,10 +121,21 @@ async function reset(cause, sleepMs = 0) {
   startCpu(cause, cause === "DEEPSLEEP" ? TIMER_WAKE : 0);
 }
 
+/** Where the CPU was when the watchdog bit, as an ESP32's panic handler prints a backtrace. */
+function cpuActivity() {
+  const [call, since] = new Float64Array(shared.activity);
+  const name = call > 0 ? `in board call ${boardCalls[call - 1]}` : "running Python";
+  return `${name} for ${Math.round(performance.timeOrigin + performance.now() - since)} ms `
+    + "(real time)";
+}
+
 function armWatchdog() {
   if (!wdt) return;
   clearTimeout(wdt.timer);
-  wdt.timer = setTimeout(() => reset("WDT"), wdt.timeout / clock[2]);
+  wdt.timer = setTimeout(() => {
+    emit({ ev: "log", message: `watchdog reset: the CPU was ${cpuActivity()}` });
+    reset("WDT");
+  }, wdt.timeout / clock[2]);
 }
 
 function socketOp(m) {
@@ -183,6 +200,9 @@ function fromCpu(m) {
       break;
     case "rtc_memory":
       rtcMemory = m.hex;
+      break;
+    case "calls":
+      boardCalls = m.names;
       break;
     case "log":
       emit({ ev: "log", message: m.message });
