@@ -469,6 +469,7 @@ export function makeBoardApi(board, waitEvent) {
   const guarded = {};
   const activity = new Float64Array(shared.activity);
   const realNow = () => performance.timeOrigin + performance.now(); // Date.now is street time
+  activity.set([0, realNow(), 0, NaN]); // a CPU reset inside a board call never left it
   board.post({ t: "calls", names: Object.keys(exports) });
   Object.keys(exports).forEach((name, index) => {
     const fn = exports[name];
@@ -485,6 +486,8 @@ export function makeBoardApi(board, waitEvent) {
       } finally {
         activity[0] = outer;
         activity[1] = realNow();
+        activity[2] = index + 1; // the last call, for a report of Python running since
+        activity[3] = typeof args[0] === "number" ? args[0] : NaN;
       }
     };
   });

@@ -39,9 +39,10 @@ const shared = {
   analog: new SharedArrayBuffer(40 * 4),
   digital: new SharedArrayBuffer(40),
   i2c: new SharedArrayBuffer(Math.max(1, cfg.i2cImages.length) * 256),
-  // What the CPU is doing, for the watchdog's report: [board call index + 1 or 0 while it
-  // runs Python, Date.now() of the change]; see board_api.mjs.
-  activity: new SharedArrayBuffer(2 * 8),
+  // What the CPU is doing, for the watchdog's report: [board call index + 1, or 0 while it
+  // runs Python; real time of the change; the last call's index + 1 and first argument];
+  // see board_api.mjs.
+  activity: new SharedArrayBuffer(4 * 8),
 };
 const doorbell = new Int32Array(shared.doorbell);
 const clock = new Float64Array(shared.clock);
@@ -123,8 +124,10 @@ async function reset(cause, sleepMs = 0) {
 
 /** Where the CPU was when the watchdog bit, as an ESP32's panic handler prints a backtrace. */
 function cpuActivity() {
-  const [call, since] = new Float64Array(shared.activity);
-  const name = call > 0 ? `in board call ${boardCalls[call - 1]}` : "running Python";
+  const [call, since, last, arg] = new Float64Array(shared.activity);
+  const shown = Number.isNaN(arg) ? "" : arg;
+  const lastCall = last > 0 ? `, since board call ${boardCalls[last - 1]}(${shown})` : "";
+  const name = call > 0 ? `in board call ${boardCalls[call - 1]}` : `running Python${lastCall}`;
   return `${name} for ${Math.round(performance.timeOrigin + performance.now() - since)} ms `
     + "(real time)";
 }

@@ -157,8 +157,9 @@ def test_an_unfed_watchdog_resets_even_a_stuck_cpu(mpremote_on: Mpremote) -> Non
         board.wait_for_boot(2, timeout=15)
         assert [e.cause for e in board.events() if e.kind == "reset"] == ["WDT"]
         # Like an ESP32's panic output, the board says where the CPU was stuck.
-        assert any(line.startswith("log: watchdog reset: the CPU was running Python for ")
-                   for line in board.log()), board.log()
+        assert any(line.startswith("log: watchdog reset: the CPU was running Python, since "
+                                   "board call wdt_start(800) for ") for line in board.log()), \
+            board.log()
         out = mpremote_on(board.repl_port, "exec", "import machine; print(machine.reset_cause())")
         assert out.stdout.strip() == "3"  # machine.WDT_RESET
         # A fed watchdog keeps the board alive.
