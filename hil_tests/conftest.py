@@ -36,19 +36,6 @@ VIRTUAL_SPEED = 10.0
 # otherwise, e.g. to find how much a failing scenario needs.
 VIRTUAL_HEAP = int(os.environ.get("HIL_HEAP", mpvm.ESP32_HEAP_BYTES))
 
-# Known failures, kept visible: with a lighting schedule running, a jump of the street
-# clock by hours (noon to dusk) leaves the node on a 110 KiB virtual board without a
-# watchdog feed: it resets three times into safe mode (lamp on its ambient sensor). The same
-# scenarios pass with HIL_HEAP=163840 and fail with 135168. What allocates after the jump is
-# not found yet (the burst of a schedule's first evaluation, ~58 KB of float garbage, is gone:
-# the node now computes sun times between waits). The board log shows each watchdog reset
-# catching the CPU inside machine.reset(), which the host did not carry out; see the notes.
-SCHEDULE_AT_NIGHT = {"test_the_lamp_follows_its_schedule_over_a_night",
-                     "test_link_loss_keeps_the_street_lit_and_loses_no_reading",
-                     "test_a_power_cut_at_night_does_not_leave_the_street_dark"}
-SCHEDULE_AT_NIGHT_REASON = ("after a street-clock jump of hours a lighting node with a schedule "
-                            "resets (watchdog) on a 110 KiB virtual board; passes with 160 KiB")
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("citisense HIL", "board-level scenarios on a virtual or real board")
@@ -84,16 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
             problems.append("--broker-host: the address the board reaches this machine at")
         if problems:
             raise pytest.UsageError("HIL rig: " + "; ".join(problems))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("board_port") or VIRTUAL_HEAP != mpvm.ESP32_HEAP_BYTES:
-        return  # a real board, or a heap chosen on purpose: the scenario decides
-    here = Path(__file__).parent
-    for item in items:  # this hook sees the whole session's items: only ours
-        if item.path.is_relative_to(here) and item.originalname in SCHEDULE_AT_NIGHT:
-            # Not strict: on a loaded machine a run may pass or fail for timing alone.
-            item.add_marker(pytest.mark.xfail(reason=SCHEDULE_AT_NIGHT_REASON, strict=False))
 
 
 def _declared(config: pytest.Config) -> frozenset[str]:

@@ -80,6 +80,9 @@ class Hal:
         """An object with mem_alloc() and mem_free() (the gc module on a board)."""
         return _NoMemory()
 
+    def collect_garbage(self) -> None:
+        """Free the garbage of a burst of allocations now (gc.collect() on a board)."""
+
     # -- lighting -----------------------------------------------------------------
 
     def lamp_output(self, level: int) -> None:

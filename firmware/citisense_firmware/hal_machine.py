@@ -113,6 +113,9 @@ class MachineHal(Hal):
     def memory(self):
         return gc
 
+    def collect_garbage(self) -> None:
+        gc.collect()
+
     # -- peripherals ----------------------------------------------------------------
 
     def _bus(self):

@@ -189,6 +189,9 @@ class StreetHal:
     def watchdog_expired(self) -> bool:
         return self._watchdog_s is not None and time.monotonic() - self._fed > self._watchdog_s
 
+    def collect_garbage(self) -> None:
+        pass  # CPython collects on its own; a full collection per node would cost the fleet
+
     def memory(self) -> _Memory:
         return _Memory(self.memory_bytes)
 

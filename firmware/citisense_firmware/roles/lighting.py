@@ -108,11 +108,13 @@ class Role(_Role):
     # -- control --------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """The sun times the next tick needs, one at a time between waits (Schedule.warm),
-        so that their garbage is collected on the way instead of piling up in one tick."""
+        """The sun times the next tick needs, one at a time (Schedule.warm), their float
+        garbage (~5 KB each) freed after each and the other tasks let run in between: a
+        cold start of a schedule needs a dozen, too much garbage for one go."""
         node = self.node
         if self.schedule is not None and node.time_valid():
             for _ in self.schedule.warm(node.clock.unix(), self.lat, self.lon):
+                node.hal.collect_garbage()
                 await node.hal.sleep_ms(0)
 
     def tick(self) -> None:
