@@ -5,6 +5,7 @@ imported is rejected by the loader, which then tries the other slot.
 """
 
 import asyncio
+import gc
 import sys
 
 from citisense_firmware import app
@@ -25,6 +26,7 @@ def main() -> None:
     try:
         asyncio.run(app.run(hal, default_role=ROLE))
     except Exception as error:  # anything: report it, then restart clean
+        gc.collect()  # after a MemoryError, printing the report needs the heap back first
         sys.print_exception(error)
         # Counted by BootGuard: a crash loop ends in safe mode, not in a dark street.
         sleep_ms(RESTART_AFTER_MS)
