@@ -70,7 +70,6 @@ class EmbeddedBrokerSection:
 @dataclass(frozen=True)
 class IngestSection:
     batch_size: int = 1000
-    batch_interval_ms: int = 20
     # Processes receiving MQTT uplinks, each a member of the share group (ingest_workers.py);
     # 1: the gateway process itself, plenty for a city's few hundred messages a second.
     workers: int = 1
@@ -167,7 +166,6 @@ RANGES: dict[str, tuple[float, float]] = {
     "mqtt.keepalive": (5, 65_535),
     "embedded_broker.port": (0, 65_535),
     "ingest.batch_size": (1, 65_535),
-    "ingest.batch_interval_ms": (1, 10_000),
     "ingest.workers": (1, 64),
     "serial.baudrate": (300, 4_000_000),
     "metrics.port": (-1, 65_535),

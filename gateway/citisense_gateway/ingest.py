@@ -2,10 +2,11 @@
 
 Transports (MQTT, serial) hand payloads to offer() or, a whole socket read at once, to
 offer_many(), in arrival order. One consumer task checks them (uplink.py), sorts them into
-the open batch and commits batches one at a time, taking the next batch while the last
-one commits; a batch's messages are acknowledged to their transport only after its
-commit, in arrival order. Rejected payloads are quarantined in the same transaction and
-acknowledged too: redelivering them would not make them valid.
+the open batch and commits batches one at a time: the open batch is sealed as soon as no
+commit runs (or when it is full), and taking goes on while the last one commits; a
+batch's messages are acknowledged to their transport only after its commit, in arrival
+order. Rejected payloads are quarantined in the same transaction and acknowledged too:
+redelivering them would not make them valid.
 
 Exactly-once: the store key is (node, boot, seq); the replay window is a security check
 in front of it. A counter that the node's window has not seen cannot be stored yet, so
@@ -21,7 +22,6 @@ stored copy may have been summarised and deleted, so it is refused as a replay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -42,6 +42,7 @@ from citisense_gateway.store.base import (
     NotFound,
     QuarantineRow,
     Store,
+    TwinUpdate,
     UplinkRow,
 )
 from citisense_gateway.uplink import Rejection
@@ -62,12 +63,13 @@ KIND_NAMES = {kind: messages.KIND_NAMES[kind] for kind in uplink.UPLINK_KINDS}
 
 
 # A telemetry topic's lane: node, its key's MacKey.open, the pattern of its role's plainly
-# valid telemetry, its replay window, whether it is a parking node (twin.learn reads its
-# telemetry).
-_Lane = tuple[int, Callable[[bytes], bytes | None], re.Pattern[bytes], ReplayWindow, bool]
+# valid telemetry, the JSON of its data as a format of integers, its replay window, whether
+# it is a parking node (twin.learn reads its telemetry).
+_Lane = tuple[int, Callable[[bytes], bytes | None], re.Pattern[bytes], str, ReplayWindow, bool]
 # The lane reads bodies by these keys as literals.
 assert (messages.KEY_NODE, messages.KEY_BOOT, messages.KEY_SEQ, messages.KEY_TS,
         messages.KEY_TQ, messages.KEY_DATA) == (2, 3, 4, 5, 6, 7)
+assert (messages.TELEMETRY, messages.TQ_UPTIME) == (2, 0)  # literals in the lane too
 
 
 class Outcome(NamedTuple):
@@ -122,7 +124,6 @@ class _Batch:
         self.data = IngestBatch()
         self.outcomes: dict[Source, list[Outcome]] = {}
         self.size = 0
-        self.opened = 0.0  # loop time of the first message
         self.oldest = 0.0  # wall time of the first message
         self.duplicates = 0
         self.late = 0  # stored though older than the replay window
@@ -188,7 +189,7 @@ def count(metrics: Metrics, settled: Settled) -> None:
 class Ingest:
     def __init__(
         self, store: Store, keyring: KeyRing, metrics: Metrics, *, batch_size: int = 500,
-        batch_interval: float = 0.02, retry_after: float = 60.0,
+        retry_after: float = 60.0,
         observers: Sequence[Observer] = (), clock: Callable[[], float] = time.time,
         on_settled: Callable[[Settled], None] | None = None,
         retention: RetentionPolicy | None = None,
@@ -197,7 +198,6 @@ class Ingest:
         self.keyring = keyring
         self.metrics = metrics
         self.batch_size = batch_size
-        self.batch_interval = batch_interval
         self.retry_after = retry_after  # when a command answered failed/busy is resent
         self.observers = list(observers)
         self.on_settled = on_settled or (lambda settled: count(metrics, settled))
@@ -237,26 +237,36 @@ class Ingest:
 
     # -- consumer ----------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Take what arrives; commit a batch at once when no commit is running, or when full.
+
+        While a commit runs, the next batch keeps taking (its messages then share a commit);
+        the moment the commit ends, the open batch is sealed, however small: a lone message
+        waits for no timer. A backlog is taken whole (up to batch_size) before it is sealed,
+        so that a busy gateway commits full batches (each commit costs about as much again
+        per node it touches: twins, uplink_hours). Under load the batches grow by
+        themselves: whatever arrives during a commit shares the next one.
+        """
         try:
             while True:
                 if not self._inbox:
                     self._wake.clear()
-                    timeout = None
-                    if self._batch.size:
-                        timeout = max(0.0, self._batch.opened + self.batch_interval - loop.time())
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    await self._wake.wait()  # received (offer_many) or committed (_committed)
                 async with self._taking:
                     await self._fill()
                     batch = self._batch
-                    if batch.size >= self.batch_size or (
-                        batch.size and loop.time() >= batch.opened + self.batch_interval
-                    ):
+                    if batch.size and (batch.size >= self.batch_size or self._idle()):
                         await self._seal()
         finally:
             if self._committing is not None:
                 await asyncio.shield(self._committing)
+
+    def _idle(self) -> bool:
+        """No commit (with its acknowledgements and observers) is running."""
+        return self._committing is None or self._committing.done()
+
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        if self._batch.size and not self._wake.is_set():
+            self._wake.set()  # run() seals the open batch now
 
     async def flush(self) -> None:
         """Commit everything received so far (shutdown, tests; also while run() runs)."""
@@ -273,13 +283,12 @@ class Ingest:
     async def _fill(self) -> None:
         """Take received payloads into the open batch until it is full or none is left."""
         inbox = self._inbox
-        while inbox and self._batch.size < self.batch_size:
+        batch = self._batch
+        while inbox and batch.size < self.batch_size:
             chunk = inbox[0]
-            if not self._batch.size:
-                self._batch.opened = asyncio.get_running_loop().time()
-                self._batch.oldest = chunk.received_at
-            self._take_now(chunk)
-            if chunk.next < len(chunk.items) and self._batch.size < self.batch_size:
+            if not batch.size:
+                batch.oldest = chunk.received_at
+            if self._take_now(chunk):
                 await self._take(chunk)
             if chunk.next == len(chunk.items):
                 inbox.popleft()
@@ -294,6 +303,7 @@ class Ingest:
         # Commits run one after the other, which keeps acknowledgements in order. The task
         # exists at once: cancelling the consumer never abandons a sealed batch.
         self._committing = asyncio.create_task(self._commit(batch, previous))
+        self._committing.add_done_callback(self._committed)
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # at most one batch waits for its commit
         else:
@@ -338,12 +348,13 @@ class Ingest:
                 log.exception("ingest observer failed")
 
     # -- messages ----------------------------------------------------------------------------
-    def _take_now(self, chunk: _Chunk) -> None:
+    def _take_now(self, chunk: _Chunk) -> bool:
         """Take the chunk's messages of the common case, without awaiting: a known node, a
-        counter above its window.
+        counter above its window. True if it stopped at a message left to _take.
 
         Stops at the first one left to _take (a node's first message since start, an unknown
-        node, a counter already seen, a will, a serial frame) or when the batch is full.
+        node, a counter already seen, a will, a serial frame), at the end of a slice or when
+        the batch is full.
         Telemetry, nearly all of the traffic, takes its lane (_Lane): everything known of
         its topic looked up at once, the body checked by one pattern match, rows and twin
         updates written here.
@@ -368,12 +379,13 @@ class Ingest:
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python call
         loads = cbor2.loads
         telemetry = 0
+        timed = -1  # ts of the last message timed by a clock (not uptime)
         while i < end:
             item = items[i]
             topic = item.topic
             lane = lanes.get(topic) if topic is not None else None
             if lane is not None:
-                node, opener, pattern, lane_window, parking = lane
+                node, opener, pattern, layout, lane_window, parking = lane
                 try:
                     raw = opener(item.payload)
                 except DecodeError:
@@ -394,24 +406,30 @@ class Ingest:
                         outcomes.append(new(Outcome, (item.packet_id, node, boot, seq, True)))
                         ts = body[5]
                         tq = body[6]
+                        if tq:  # not TQ_UPTIME
+                            at = ts + 0.0
+                            timed = ts
+                        else:
+                            at = received_at
+                        # Validated telemetry holds only integers and nulls: the JSON of its
+                        # data is one format, or its repr with null for None.
                         values = body[7]
-                        # Validated telemetry holds only integers and nulls: its repr is
-                        # nearly JSON already.
+                        try:
+                            text = layout % tuple(values)
+                        except TypeError:
+                            text = repr(values).replace(" ", "").replace("None", "null")
                         uplinks.append(new(UplinkRow, (
-                            node, boot, seq, messages.TELEMETRY, ts, tq,
-                            float(ts) if tq != messages.TQ_UPTIME else received_at,
-                            received_at, repr(values).replace(" ", "").replace("None", "null"),
-                            via)))
+                            node, boot, seq, 2, ts, tq, at, received_at, text, via)))
                         update = twins.get(node)
-                        if update is None or parking:
+                        if parking:
                             twins[node] = twin.learn(update, body, received_at, via)
-                        else:  # what twin.learn takes from telemetry other than parking's
+                        elif update is None:  # twin.learn, for telemetry other than parking's
+                            twins[node] = TwinUpdate(node, received_at, via, True)
+                        else:
                             if received_at > update.last_seen:
                                 update.last_seen = received_at
                             update.via = via
                             update.online = True
-                        if tq != messages.TQ_UPTIME:
-                            batch.node_lag = received_at - ts
                         telemetry += 1
                         i += 1
                         continue
@@ -445,12 +463,18 @@ class Ingest:
             if kind == messages.BIRTH:
                 self._births[node] = (boot, seq)
             outcomes.append(new(Outcome, (item.packet_id, node, boot, seq, True)))
+            if timed >= 0:  # the lane's messages before this one: node_lag in arrival order
+                batch.node_lag = received_at - timed
+                timed = -1
             self._store(body, node, kind, chunk)
             i += 1
         if telemetry:
             batch.kinds[messages.TELEMETRY] = batch.kinds.get(messages.TELEMETRY, 0) + telemetry
+            if timed >= 0:
+                batch.node_lag = received_at - timed
         batch.count(source, i - first)
         chunk.next = i
+        return i < end
 
     def _open_lane(self, topic: str) -> None:
         """The lane of a telemetry topic whose node is known and has its replay window."""
@@ -461,8 +485,10 @@ class Ingest:
         found = self.keyring.get(node)
         window = self._windows.get(node)
         if kind == messages.TELEMETRY and found is not None and window is not None:
-            self._lanes[topic] = (node, found.mac.open, uplink.telemetry_pattern(
-                TELEMETRY_LENGTH[found.role]), window, found.role == "parking")
+            length = TELEMETRY_LENGTH[found.role]
+            self._lanes[topic] = (node, found.mac.open, uplink.telemetry_pattern(length),
+                                  "[" + ",".join(["%d"] * length) + "]", window,
+                                  found.role == "parking")
 
     async def _take(self, chunk: _Chunk) -> None:
         """Take the chunk's next message, awaiting the store or the registry if need be."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import random
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from citisense_gateway.mqtt_client import MqttConnection, MqttError, MqttSetting
 from citisense_protocols import topics
 
 log = logging.getLogger("citisense.mqtt")
+_TOKEN = operator.itemgetter(0)  # Outcome.token
 
 
 class _Session:
@@ -33,7 +35,8 @@ class _Session:
 
     def acknowledge(self, outcomes: list[Outcome]) -> None:
         # After a reconnect the broker redelivers these on the new connection instead.
-        self.conn.ack([o.token for o in outcomes if o.token])
+        # Tokens are packet ids: 0 only for QoS 0, which takes no PUBACK.
+        self.conn.ack(list(filter(None, map(_TOKEN, outcomes))))
 
 
 def uplink_filter(share_group: str) -> str:

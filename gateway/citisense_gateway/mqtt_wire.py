@@ -191,13 +191,19 @@ def encode_publish(
     return _packet((PUBLISH << 4) | (qos << 1) | int(retain), bytes(body))
 
 
-_PUBACK = struct.Struct(">BBH")
+_PUBACK = (PUBACK << 28) | (2 << 16)  # a short-form PUBACK as a big-endian u32, id 0
+_PUBACKS: dict[int, struct.Struct] = {}  # by count
 
 
 def encode_pubacks(packet_ids: list[int]) -> bytes:
     """PUBACKs for every id, in order, as one write (the short form is valid in v3.1.1 and 5)."""
-    pack = _PUBACK.pack
-    return b"".join([pack(PUBACK << 4, 2, pid) for pid in packet_ids])
+    n = len(packet_ids)
+    packer = _PUBACKS.get(n)
+    if packer is None:
+        packer = struct.Struct(f">{n}I")
+        if len(_PUBACKS) < 64:  # batch sizes recur; a flood of odd ones must not grow this
+            _PUBACKS[n] = packer
+    return packer.pack(*map(_PUBACK.__or__, packet_ids))
 
 
 PINGREQ_PACKET = bytes((PINGREQ << 4, 0))
@@ -229,7 +235,9 @@ class PacketReader:
         pos = 0
         end = len(buf)
         need = 0
-        v5 = self.version == MQTT_5
+        # PUBLISH QoS 1 (neither DUP nor RETAIN), MQTT 5: nearly all traffic.
+        common = 0x32 if self.version == MQTT_5 else -1
+        max_packet = self.max_packet
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python call, paid per message
         while end - pos >= 2:
             first = buf[pos]
@@ -239,13 +247,13 @@ class PacketReader:
                 length, i = _remaining_length(buf, pos + 1, end)
                 if i < 0:
                     break
-            if length > self.max_packet:
-                raise MqttProtocolError(f"packet of {length} bytes exceeds {self.max_packet}")
+            if length > max_packet:
+                raise MqttProtocolError(f"packet of {length} bytes exceeds {max_packet}")
             stop = i + length
             if stop > end:
                 need = stop - pos
                 break
-            if first & 0xF6 == 0x32 and v5:  # PUBLISH QoS 1, MQTT 5: nearly all traffic
+            if first == common:
                 topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
                 start = topic_end + 3
                 packet_id = (buf[topic_end] << 8) | buf[topic_end + 1] if start <= stop else 0
@@ -256,7 +264,7 @@ class PacketReader:
                         topic = ""
                     if topic:
                         packets.append(new(Publish, (topic, buf[start:stop], 1, packet_id,
-                                                     first & 0x08 != 0, first & 1 != 0)))
+                                                     False, False)))
                         pos = stop
                         continue
                 packets.append(self._publish(first, buf, i, stop))

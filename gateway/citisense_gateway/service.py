@@ -106,8 +106,7 @@ class Gateway:
         observers = [self.downlinks.observe, self.commands.observe, self.reconciler.observe,
                      self.parking.observe]
         self.ingest = Ingest(
-            store, keyring, self.metrics, batch_size=c.ingest.batch_size,
-            batch_interval=c.ingest.batch_interval_ms / 1000, observers=observers,
+            store, keyring, self.metrics, batch_size=c.ingest.batch_size, observers=observers,
             retention=retention.RetentionPolicy.of(c.retention),
         )
         self.mqtt: MqttIngestLink | IngestWorkers

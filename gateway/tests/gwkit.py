@@ -88,7 +88,7 @@ def gateway_overrides(tmp_path: Path, store_url: str, broker: Broker | None,
     overrides: dict[str, object] = {
         "gateway.data_dir": str(tmp_path), "store.url": store_url, "metrics.port": 0,
         "api.port": -1,
-        "gateway.instance": f"t{secrets.token_hex(3)}", "ingest.batch_interval_ms": 5,
+        "gateway.instance": f"t{secrets.token_hex(3)}",
         "commands.retry_base": 0.5, "commands.retry_cap": 2.0,
     }
     if broker is not None:

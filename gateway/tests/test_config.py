@@ -19,12 +19,12 @@ def test_defaults_need_no_setup(tmp_path: Path) -> None:
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "gw.toml"
-    path.write_text('[ingest]\nbatch_size = 200\nbatch_interval_ms = 7\n'
+    path.write_text('[ingest]\nbatch_size = 200\n[retention]\nraw_days = 7\n'
                     '[serial]\nports = ["/dev/ttyUSB0"]\n')
     cfg = load(str(path), environ={"CITISENSE_INGEST_BATCH_SIZE": "300",
                                    "CITISENSE_SERIAL_PORTS": "/dev/a, /dev/b"},
                overrides={"ingest.batch_size": "400"})
-    assert (cfg.ingest.batch_size, cfg.ingest.batch_interval_ms) == (400, 7)
+    assert (cfg.ingest.batch_size, cfg.retention.raw_days) == (400, 7)
     assert cfg.serial.ports == ("/dev/a", "/dev/b")
     assert load(environ={"CITISENSE_CONFIG": str(path)}).ingest.batch_size == 200
 

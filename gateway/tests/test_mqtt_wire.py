@@ -71,6 +71,25 @@ def test_oversize_and_unknown_packets_are_refused() -> None:
 
 def test_pubacks_are_one_write_in_order() -> None:
     assert wire.encode_pubacks([1, 258]) == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 2])
+    assert wire.encode_pubacks([]) == b""
+
+
+@given(st.lists(st.integers(1, 0xFFFF), max_size=3000), st.sampled_from([4, 5]))
+def test_pubacks_read_back_as_sent(packet_ids: list[int], version: int) -> None:
+    packets = wire.PacketReader(version, 1000).feed(wire.encode_pubacks(packet_ids))
+    assert packets == [wire.Puback(pid, 0) for pid in packet_ids]
+
+
+@pytest.mark.parametrize("first", [0x30, 0x31, 0x32, 0x33, 0x3A, 0x3B])
+def test_publish_flags_are_read_whatever_the_path(first: int) -> None:
+    """QoS 1 without DUP or RETAIN takes the short way in MQTT 5; every other form the long."""
+    qos = (first >> 1) & 3
+    for version in (wire.MQTT_311, wire.MQTT_5):
+        body = b"\x00\x03a/b" + (b"\x01\x02" if qos else b"") + (
+            b"\x00" if version == wire.MQTT_5 else b"") + b"data"
+        [packet] = wire.PacketReader(version, 1000).feed(bytes([first, len(body)]) + body)
+        assert packet == wire.Publish("a/b", b"data", qos, 0x0102 if qos else 0,
+                                      bool(first & 0x08), bool(first & 1))
 
 
 def test_a_large_packet_in_small_chunks_and_long_properties() -> None:

@@ -84,6 +84,30 @@ def test_ingest_commit_is_idempotent_and_updates_twins(store_url: str) -> None:
     run(store_url, body)
 
 
+def test_a_batch_that_only_saw_nodes_alive_keeps_what_twins_learned(store_url: str) -> None:
+    async def body(store: Any) -> None:
+        for n in (1, 2, 3):
+            await store.add_node(node(n), "t")
+        learned = IngestBatch(twins={
+            1: TwinUpdate(1, 100.0, "mqtt", online=True, boot=1, birth_seq=0, firmware="1.0",
+                          board="b", config_hash="aa", reset_cause=1, schedule_version=3),
+            2: TwinUpdate(2, 100.0, "mqtt", online=False)})
+        await store.commit_ingest(learned)
+        # Seen alive only (telemetry), in one batch with a node that learned something.
+        alive = IngestBatch(twins={
+            1: TwinUpdate(1, 90.0, "serial:/dev/ttyS1", online=True),  # older: last_seen stays
+            2: TwinUpdate(2, 110.0, "mqtt", online=True),
+            3: TwinUpdate(3, 120.0, "mqtt", online=True, bay_state=1)})
+        await store.commit_ingest(alive)
+        one, two, three = (await store.twin(1)), (await store.twin(2)), (await store.twin(3))
+        assert (one.last_seen, one.via, one.online, one.boot, one.firmware, one.config_hash,
+                one.reported_schedule) == (100.0, "serial:/dev/ttyS1", True, 1, "1.0", "aa", 3)
+        assert (two.last_seen, two.online, two.firmware) == (110.0, True, "")
+        assert (three.last_seen, three.online, three.bay_state) == (120.0, True, 1)
+
+    run(store_url, body)
+
+
 @pytest.mark.parametrize("rows", [1, 1000, 1500, 2500])
 def test_large_batches_are_stored_whole_once(store_url: str, rows: int) -> None:
     async def body(store: Any) -> None:

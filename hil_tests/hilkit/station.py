@@ -287,7 +287,6 @@ class Station:
             "gateway.log_format": "text",
             "store.url": self.store_url, "metrics.port": -1, "api.port": -1,
             "mqtt.url": self.broker_url, "mqtt.password": self._gateway_password,
-            "ingest.batch_interval_ms": 5,
             "commands.retry_base": 3.0 * speed, "commands.retry_cap": 20.0 * speed,
         }
         gateway = Gateway(config.load(environ={}, overrides=overrides))

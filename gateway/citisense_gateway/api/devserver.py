@@ -232,7 +232,7 @@ class DevGateway:
                                  CommandPolicy(retry_base=2.0, retry_cap=20.0))
         self.reconciler = Reconciler(store, self.commands)
         self.parking = Parking(store)
-        self.ingest = Ingest(store, keyring, metrics, batch_interval=0.05, observers=[
+        self.ingest = Ingest(store, keyring, metrics, observers=[
             self.commands.observe, self.reconciler.observe, self.parking.observe])
         self.street = SimStreet(list(self.placements), keys, self.ingest)
         placeholder.append(self.street)

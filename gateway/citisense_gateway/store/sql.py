@@ -222,6 +222,16 @@ ON CONFLICT (node_id) DO UPDATE SET
   bay_state = COALESCE(excluded.bay_state, twins.bay_state),
   indicator = COALESCE(excluded.indicator, twins.indicator)
 """)
+# The twin update of a batch that only saw a node alive (telemetry, nearly all traffic): the
+# same upsert for its three fields, four times cheaper on SQLite than the whole one above.
+TOUCH_TWINS = RowInsert("INSERT INTO twins (node_id, last_seen, via, online)", 4, """
+ON CONFLICT (node_id) DO UPDATE SET
+  last_seen = CASE WHEN twins.last_seen IS NULL OR excluded.last_seen > twins.last_seen
+                   THEN excluded.last_seen ELSE twins.last_seen END,
+  via = excluded.via,
+  online = COALESCE(excluded.online, twins.online)
+""")
+_UNLEARNED = (None,) * 10  # a TwinUpdate's fields after online, none learned
 ACK_COMMAND = (
     "UPDATE commands SET state = ?, result = ?, done_at = ?, next_attempt = ? "
     "WHERE command_id = ? AND node_id = ? AND state IN ('pending', 'sent')"
@@ -358,27 +368,32 @@ class SqlStore:
         # One write: on SQLite one trip to the worker thread, so a commit never waits for
         # the event loop between its statements.
         steps: list[Step] = [Rows(INSERT_UPLINKS, batch.uplinks)]
-        marks: dict[tuple[int, float], tuple[int, int]] = {}
-        for r in batch.uplinks:  # the batch's lowest (boot, seq) per node and hour
+        marks: dict[tuple[int, float], UplinkRow] = {}
+        get = marks.get
+        for r in batch.uplinks:  # the batch's row of lowest (boot, seq) per node and hour
             hour = (r[0], r[6] // 3600)  # node_id, at
-            counter = (r[1], r[2])  # boot, seq
-            mark = marks.get(hour)
-            if mark is None or counter < mark:
-                marks[hour] = counter
-        steps.append(Rows(MARK_HOURS, [(node, int(hour) * 3600, boot, seq)
-                                       for (node, hour), (boot, seq) in marks.items()]))
+            mark = get(hour)
+            if mark is None or r[1] < mark[1] or (r[1] == mark[1] and r[2] < mark[2]):
+                marks[hour] = r
+        steps.append(Rows(MARK_HOURS, [(node, int(hour) * 3600, r[1], r[2])
+                                       for (node, hour), r in marks.items()]))
         if batch.quarantine:
             steps.append(Rows(INSERT_QUARANTINE, [
                 (q.received_at, q.source, q.reason, q.detail, q.node_id, q.payload)
                 for q in batch.quarantine
             ]))
             steps.append([(TRIM_QUARANTINE, (self.quarantine_limit,))])
-        steps.append(Rows(UPSERT_TWINS, [
-            (t.node_id, t.last_seen, t.via, _opt_bool(t.online), t.boot, t.birth_seq,
-             t.firmware, t.board, t.config_hash, t.reset_cause, t.schedule_version,
-             t.health, t.bay_state, t.indicator)
-            for t in batch.twins.values()
-        ]))
+        touched: list[tuple[Any, ...]] = []
+        learned: list[tuple[Any, ...]] = []
+        for t in batch.twins.values():
+            fields = (t.boot, t.birth_seq, t.firmware, t.board, t.config_hash, t.reset_cause,
+                      t.schedule_version, t.health, t.bay_state, t.indicator)
+            if fields == _UNLEARNED:
+                touched.append((t.node_id, t.last_seen, t.via, _opt_bool(t.online)))
+            else:
+                learned.append((t.node_id, t.last_seen, t.via, _opt_bool(t.online), *fields))
+        steps.append(Rows(TOUCH_TWINS, touched))
+        steps.append(Rows(UPSERT_TWINS, learned))
         steps.append([
             (ACK_COMMAND, (ack.state, ack.result, None if ack.state == "sent" else ack.at,
                            ack.next_attempt, ack.command_id, ack.node_id))
