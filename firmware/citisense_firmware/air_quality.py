@@ -20,9 +20,9 @@ FLAG_FAULT = const(4)
 FLAG_UNCALIBRATED = const(8)
 
 NO2_WARMUP_S = const(3600)  # an electrochemical cell settles for about an hour after power-up
-HUMIDITY_LIMIT = const(75)  # percent RH above which optical PM readings are flagged
-PM_MAX = const(1000)  # ug/m3, top of an optical sensor's range: above is a bad read
-MAX_SAMPLES = const(64)  # bounds RAM of a measuring window
+_HUMIDITY_LIMIT = const(75)  # percent RH above which optical PM readings are flagged
+_PM_MAX = const(1000)  # ug/m3, top of an optical sensor's range: above is a bad read
+_MAX_SAMPLES = const(64)  # bounds RAM of a measuring window
 
 # ug/m3 per ppb of NO2 (46.0055 g/mol) at the EU reference 293.15 K, 101.3 kPa.
 NO2_UG_PER_PPB = 1.9121
@@ -74,9 +74,9 @@ class PmCycle:
     def add(self, now: int, pm25: float | None, pm10: float | None) -> None:
         if not self.measuring(now):
             return  # fan warming up or off: the reading is not representative
-        if pm25 is None or pm10 is None or not 0 <= pm25 <= PM_MAX or not 0 <= pm10 <= PM_MAX:
+        if pm25 is None or pm10 is None or not 0 <= pm25 <= _PM_MAX or not 0 <= pm10 <= _PM_MAX:
             return  # failed or out-of-range read: too few good ones make the result a fault
-        if len(self._pm25) < MAX_SAMPLES:
+        if len(self._pm25) < _MAX_SAMPLES:
             self._pm25.append(pm25)
             self._pm10.append(pm10)
 
@@ -141,7 +141,7 @@ def quality_flags(rh: float | None, warming_up: bool, fault: bool, calibrated: b
     flags = 0
     if warming_up:
         flags |= FLAG_WARMUP
-    if rh is not None and rh > HUMIDITY_LIMIT:
+    if rh is not None and rh > _HUMIDITY_LIMIT:
         flags |= FLAG_HUMID
     if fault:
         flags |= FLAG_FAULT

@@ -43,10 +43,10 @@ SETTINGS_PATH = "/state/settings"
 ROLES = ("lighting", "parking", "air")
 TRANSPORTS = ("mqtt", "serial")
 KEY_LENGTH = const(32)
-MAX_NODE_ID = const(0xFFFFFFFF)
+_MAX_NODE_ID = const(0xFFFFFFFF)
 # Defaults in seconds; provisioning may override each within [1, 1 day].
 DEFAULT_INTERVALS = {"telemetry": 60, "health": 900}
-MAX_INTERVAL = const(86400)
+_MAX_INTERVAL = const(86400)
 SAFE_MODE_AFTER = const(3)  # failed boots in a row before the node stops running its role
 
 _SLOT_HEAD = ">II"  # generation, CRC-32 of generation + data
@@ -279,7 +279,7 @@ def validate(doc: object) -> str | None:
     """The first problem in a config document, or None if it is usable."""
     if not isinstance(doc, dict):
         return "config: must be a JSON object"
-    if not _in_range(doc.get("node"), 1, MAX_NODE_ID):
+    if not _in_range(doc.get("node"), 1, _MAX_NODE_ID):
         return "node: must be an integer 1..4294967295"
     if doc.get("role") not in ROLES:
         return "role: must be one of lighting, parking, air"
@@ -311,8 +311,8 @@ def validate(doc: object) -> str | None:
     if not isinstance(intervals, dict):
         return "intervals: must be an object"
     for name, value in intervals.items():
-        if not _in_range(value, 1, MAX_INTERVAL):
-            return f"intervals.{name}: must be 1..{MAX_INTERVAL} s"
+        if not _in_range(value, 1, _MAX_INTERVAL):
+            return f"intervals.{name}: must be 1..{_MAX_INTERVAL} s"
     return _check_settings(doc.get("settings", {}))
 
 

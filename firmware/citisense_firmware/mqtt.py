@@ -34,7 +34,7 @@ DISCONNECT = const(0xE0)
 
 # Incoming packets above this are skipped, not buffered: the largest downlink is a
 # 508-byte message on a topic under 64 bytes.
-MAX_PACKET = const(1024)
+_MAX_PACKET = const(1024)
 
 REFUSALS = {
     1: "unacceptable protocol version (the broker does not speak MQTT 3.1.1)",
@@ -154,7 +154,7 @@ class MQTTClient:
         self.last_error = None  # the exception that ended the last connection attempt
         self.session_present = False
         self.connects = 0
-        self.skipped = 0  # incoming packets over MAX_PACKET, dropped unread
+        self.skipped = 0  # incoming packets over _MAX_PACKET, dropped unread
         self.handler_errors = 0
         self._reader = None
         self._writer = None
@@ -370,7 +370,7 @@ class MQTTClient:
                 break
         else:
             raise MQTTError("malformed remaining length")
-        if size > MAX_PACKET:
+        if size > _MAX_PACKET:
             while size:  # skip without buffering it all
                 size -= len(await reader.readexactly(min(size, 256)))
             self.skipped += 1

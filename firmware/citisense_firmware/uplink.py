@@ -39,14 +39,14 @@ from citisense_firmware.compat import const, ticks_diff, ticks_ms
 from citisense_protocols import messages, topics
 
 _RECORD = ">BII"
-RECORD_HEADER = const(9)
-MAX_SEQ = const(0xFFFFFFFF)
+_RECORD_HEADER = const(9)
+_MAX_SEQ = const(0xFFFFFFFF)
 
 
 def next_boot(counter) -> int:
     """Bump the persisted boot counter (config.Counter) and return this boot's number."""
     boot = 0 if counter.value is None else counter.value + 1
-    if boot > MAX_SEQ:
+    if boot > _MAX_SEQ:
         boot = 0  # 136 years of a reboot a second; the gateway's window must be reset then
     counter.set(boot)
     return boot
@@ -58,8 +58,8 @@ def pack_record(kind: int, boot: int, seq: int, message: bytes) -> bytes:
 
 def unpack_record(record: bytes) -> tuple:
     """(kind, boot, seq, message) of a store record."""
-    kind, boot, seq = struct.unpack(_RECORD, record[:RECORD_HEADER])
-    return kind, boot, seq, record[RECORD_HEADER:]
+    kind, boot, seq = struct.unpack(_RECORD, record[:_RECORD_HEADER])
+    return kind, boot, seq, record[_RECORD_HEADER:]
 
 
 class Clock:
@@ -133,7 +133,7 @@ class Uplink:
     def build(self, kind: int, data) -> tuple:
         """(seq, signed message) of a new uplink; seq is consumed even if it is never sent."""
         seq = self.seq
-        if seq > MAX_SEQ:
+        if seq > _MAX_SEQ:
             raise OverflowError("sequence exhausted: reboot for a new boot counter")
         self.seq = seq + 1
         ts, tq = self.clock.now()

@@ -20,10 +20,12 @@ import hashlib
 
 from citisense_protocols import cbor
 from citisense_protocols.errors import AuthError, DecodeError
-from citisense_protocols.framing import MAX_MESSAGE
 
 KEY_LENGTH = 32
 TAG_LENGTH = 8
+# The largest signed message, on every transport: a serial frame (framing.MAX_FRAME) less
+# its CRC. Stated here too so that a node on MQTT never loads the serial framing.
+MAX_MESSAGE = 508
 
 _BLOCK = 64  # SHA-256 block size
 # XOR of a whole block as one big int: an order of magnitude faster than a byte loop on
@@ -31,18 +33,26 @@ _BLOCK = 64  # SHA-256 block size
 _IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
 _OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
 _HEAD = b"\x84\x40\xa0"  # array(4), protected h'', unprotected {}
+_MAC0 = b"\x84\x64MAC0\x40\x40"  # ["MAC0", h'', h'', payload] up to the payload
+_TAG_HEAD = 0x48  # a byte string of TAG_LENGTH bytes
 
 
-def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA256 (RFC 2104) of `data` under a key of any length."""
+def _hmac(key: bytes, parts: tuple[bytes | bytearray, ...]) -> bytes:
+    """HMAC-SHA256 of the concatenated `parts` (fed one by one: no joined copy)."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     padded = int.from_bytes(bytes(key) + bytes(_BLOCK - len(key)), "big")
     inner = hashlib.sha256((padded ^ _IPAD).to_bytes(_BLOCK, "big"))
-    inner.update(data)
+    for part in parts:
+        inner.update(part)
     outer = hashlib.sha256((padded ^ _OPAD).to_bytes(_BLOCK, "big"))
     outer.update(inner.digest())
     return outer.digest()
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) of `data` under a key of any length."""
+    return _hmac(key, (data,))
 
 
 def _tag(key: bytes, body: bytes) -> bytes:
@@ -52,7 +62,21 @@ def _tag(key: bytes, body: bytes) -> bytes:
         raise ValueError(
             f"MAC key must be {KEY_LENGTH} bytes, got {len(key)}: use the node's provisioned key"
         )
-    return hmac_sha256(key, cbor.dumps(["MAC0", b"", b"", body]))[:TAG_LENGTH]
+    # The HMAC of cbor.dumps(["MAC0", h'', h'', body]), fed in two pieces: the structure
+    # up to the body, then the body itself (no copy of it).
+    structure = bytearray(_MAC0)
+    cbor._head(structure, 2, len(body))  # the body's byte-string head, as dumps() writes it
+    return _hmac(key, (structure, body))[:TAG_LENGTH]
+
+
+def _message(body: bytes, tag: bytes) -> bytes:
+    """cbor.dumps([h'', {}, body, tag]), written directly (a tag is TAG_LENGTH bytes)."""
+    out = bytearray(_HEAD)
+    cbor._head(out, 2, len(body))
+    out += body
+    out.append(_TAG_HEAD)
+    out += tag
+    return bytes(out)
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -67,7 +91,7 @@ def _same(a: bytes, b: bytes) -> bool:
 
 def sign(key: bytes, body: bytes) -> bytes:
     """The COSE_Mac0 message carrying `body` (CBOR bytes) under `key`."""
-    message = cbor.dumps([b"", {}, bytes(body), _tag(key, body)])
+    message = _message(body, _tag(key, body))
     if len(message) > MAX_MESSAGE:
         raise ValueError(f"message of {len(message)} bytes exceeds the {MAX_MESSAGE}-byte limit")
     return message
@@ -95,7 +119,7 @@ def unwrap(message: bytes) -> tuple[bytes, bytes]:
     if not isinstance(tag, bytes) or len(tag) != TAG_LENGTH:
         tag_at = 3 + len(cbor.dumps(body))
         raise DecodeError(f"COSE_Mac0 tag must be a {TAG_LENGTH}-byte string", tag_at)
-    canonical = cbor.dumps([b"", {}, body, tag])
+    canonical = _message(body, tag)
     if canonical != message:
         offset = 0
         while offset < len(canonical) and canonical[offset] == message[offset]:

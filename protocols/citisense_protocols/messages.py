@@ -4,16 +4,19 @@ Bodies are CBOR maps with small integer keys; kind-specific data sits under key 
 decode_body() checks a body against the catalogue and raises MessageError naming the
 field and the rule it breaks, e.g. "telemetry field pm25 out of range 0..10000".
 
-Field tables are compact strings, parsed and cached when first used: loaded from .mpy the
-module takes about 17 KB of heap, against 26 KB with the tables as tuples, and a node
-parses only the few tables it checks (envelopes, commands). The same tables give the
-readable names (errors, JSON equivalents).
+Field tables are compact strings, parsed when first used: loaded from .mpy the module
+takes about 17 KB of heap, against 26 KB with the tables as tuples, and a node parses
+only the few tables it checks (envelopes, commands). A gateway keeps them parsed; a node
+drops them after each check (some 3 KB it would otherwise hold for a few commands a day).
+The same tables give the readable names (errors, JSON equivalents).
 Runs on MicroPython and CPython.
 """
 
+import sys
+
 from citisense_protocols import cbor, mac
 from citisense_protocols.errors import DecodeError, WireError
-from citisense_protocols.framing import MAX_MESSAGE
+from citisense_protocols.mac import MAX_MESSAGE
 
 VERSION = 1
 # MAX_MESSAGE (508 bytes, a serial frame less its CRC) bounds a signed message on every transport.
@@ -304,6 +307,7 @@ CONFIG_INT_MIN = -0x80000000
 
 # Tables parsed so far: a node parses only the few it checks (envelopes, commands).
 _parsed: dict[str, list[tuple[int, str, str, int, int, bool]]] = {}
+_KEEP_PARSED = sys.implementation.name != "micropython"
 
 
 def fields(table: str) -> list[tuple[int, str, str, int, int, bool]]:
@@ -392,6 +396,14 @@ def decode_body(body: object) -> dict[int, object]:
 
     Bytes that are not CBOR within the limits raise DecodeError.
     """
+    try:
+        return _checked(body)
+    finally:
+        if not _KEEP_PARSED:
+            _parsed.clear()
+
+
+def _checked(body: object) -> dict[int, object]:
     if isinstance(body, (bytes, bytearray, memoryview)):
         body = cbor.loads(body, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=MAX_MESSAGE)
     if type(body) is not dict:

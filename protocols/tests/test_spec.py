@@ -236,7 +236,7 @@ def test_examples_cover_every_kind_and_opcode() -> None:
 
 
 def test_largest_message_fits_a_serial_frame() -> None:
-    assert m.MAX_MESSAGE == framing.MAX_MESSAGE
+    assert m.MAX_MESSAGE == framing.MAX_MESSAGE == mac.MAX_MESSAGE
     largest = max(BLOCKS, key=lambda block: block.cbor_size)
     assert largest.name == "command-schedule-largest"
     assert largest.cbor_size <= m.MAX_MESSAGE

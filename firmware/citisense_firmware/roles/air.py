@@ -8,7 +8,7 @@ their quality flags (warm-up, humid air, sensor fault, uncalibrated NO2 cell).
 The NO2 cell's calibration sheet comes as settings (no2_we_zero_uv, no2_ae_zero_uv,
 no2_sens_nv_ppb, no2_ae_factor_pct); without it the nominal constants are used and the
 readings are flagged uncalibrated. A front end without an auxiliary electrode reads the
-working electrode only. A sensor failing FAIL_READS reads in a row (or a PM cycle with
+working electrode only. A sensor failing _FAIL_READS reads in a row (or a PM cycle with
 too few readings) sends a sensor_fault event, and sensor_ok once it reads again.
 """
 
@@ -26,7 +26,7 @@ from citisense_firmware.compat import const
 from citisense_firmware.roles import Role as _Role
 from citisense_protocols import messages
 
-FAIL_READS = const(3)
+_FAIL_READS = const(3)
 _PM, _NO2, _CLIMATE = messages.SENSOR_PM, messages.SENSOR_NO2, messages.SENSOR_CLIMATE
 
 SETTINGS = {
@@ -98,7 +98,7 @@ class Role(_Role):
             self._pm_done = True
             self._judge(_PM, not result[2] & FLAG_FAULT, 1)
         volts = hal.no2_volts()
-        if self._judge(_NO2, volts is not None, FAIL_READS):
+        if self._judge(_NO2, volts is not None, _FAIL_READS):
             cal = self.calibration
             ae = cal.ae_zero_v if volts[1] is None else volts[1]
             value = no2_ugm3(volts[0], ae, cal)
@@ -106,7 +106,7 @@ class Role(_Role):
             self._no2_count += 1
             self._no2_last = value
         climate = hal.climate()
-        if self._judge(_CLIMATE, climate is not None, FAIL_READS):
+        if self._judge(_CLIMATE, climate is not None, _FAIL_READS):
             self.climate = climate
 
     def _judge(self, sensor: int, ok: bool, reads: int) -> bool:
