@@ -165,6 +165,7 @@ async def _broker_config(args: argparse.Namespace, store: Store) -> int:
     # provisioning (then reloading the broker) must not lock it out. Rotate on request.
     kept = out / "gateway.password"
     password = "" if args.new_gateway_password or not kept.is_file() else kept.read_text().strip()
+    state = "kept" if password else "new: restart the gateway after the broker reload"
     password = password or acl.new_password()
     accounts = [acl.gateway_account(args.gateway_user, acl.hash_password(password))]
     accounts += [acl.node_account(n.node_id, n.broker_hash) for n in await store.nodes()]
@@ -184,7 +185,7 @@ async def _broker_config(args: argparse.Namespace, store: Store) -> int:
         aside.replace(out / name)
     await store.audit(_user(args), "broker.config", str(out), {"accounts": len(accounts)})
     _print({"dir": str(out), "accounts": len(accounts),
-            "gateway_password_file": str(out / "gateway.password")})
+            "gateway_password_file": str(out / "gateway.password"), "gateway_password": state})
     return 0
 
 

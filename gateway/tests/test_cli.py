@@ -61,11 +61,13 @@ def test_provision_and_broker_files(run, tmp_path: Path) -> None:  # type: ignor
     password = (files / "gateway.password").read_text()
     code, out, _ = run("broker-config", "--out", str(files), "--port", "8883")
     assert code == 0 and (files / "gateway.password").read_text() == password
+    assert out[0]["gateway_password"] == "kept"
     gateway_hash = (files / "passwd").read_text().split()[0].split(":", 1)[1]
     assert acl.verify_password(password.strip(), gateway_hash)
     assert stat.S_IMODE((files / "gateway.password").stat().st_mode) == 0o600
     code, out, _ = run("broker-config", "--out", str(files), "--new-gateway-password")
     assert code == 0 and (files / "gateway.password").read_text() != password
+    assert out[0]["gateway_password"].startswith("new: restart the gateway")
     code, out, _ = run("node", "list", "--zone", "centre")
     assert [n["node"] for n in out] == [7]
 

@@ -134,7 +134,7 @@ def _explain(err: urllib.error.HTTPError) -> str:
         body = {}
     message = body.get("error") if isinstance(body, dict) else None
     text = message or err.reason or "request failed"
-    if err.code == 401:
+    if err.code == 401 and "log in" not in text:
         return f"{text} (log in with `citisense login`)"
     fields = body.get("fields") if isinstance(body, dict) else None
     if fields and len(fields) > 1:
