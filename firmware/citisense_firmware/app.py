@@ -133,7 +133,7 @@ class Node:
         config.remove(self.path(FAULT_PATH))
         try:
             self.boot(cfg)
-            await self.first_tick()
+            await self.prepared_tick()
             self._start()
             await self._stop.wait()
             await self._shutdown()
@@ -175,8 +175,9 @@ class Node:
         self._sent_ms = ticks_add(self.hal.ticks_ms(), -86400000)  # first telemetry at once
         self._sense_once()
 
-    async def first_tick(self) -> None:
-        """The control tick right after boot, before any task runs."""
+    async def prepared_tick(self) -> None:
+        """A control tick once the role prepared it: right after boot, before any task runs,
+        and for tick_soon()."""
         await self.role.prepare()
         self.role.tick()
 
@@ -185,11 +186,7 @@ class Node:
         wait): a new schedule or a new time may need new sun times first."""
         ticking = self._ticking
         if ticking is None or ticking.done():  # else the coming tick sees the change too
-            self._ticking = asyncio.create_task(self._tick_now())
-
-    async def _tick_now(self) -> None:
-        await self.role.prepare()
-        self.role.tick()
+            self._ticking = asyncio.create_task(self.prepared_tick())
 
     def _start(self) -> None:
         for loop in (self._control, self._sense, self._telemetry, self._health,

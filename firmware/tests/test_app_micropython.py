@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from citisense_boards.mpvm import ESP32_HEAP_BYTES
+from citisense_boards.rom_image import pack_romfs
 from citisense_protocols import messages
 from citisense_tools import bench_node_memory as bench
 
@@ -35,7 +36,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
                                                                           bytes]]:
     folder = tmp_path_factory.mktemp("mpy")
     sizes = bench.compile_packages(folder)
-    yield folder, sizes, bench.romfs_image(folder)
+    yield folder, sizes, pack_romfs(folder)
 
 
 @pytest.mark.parametrize("role", bench.ROLES)

