@@ -94,10 +94,6 @@ class Bundle:
     def root_file(self, path: str) -> bytes:
         return (self.root / ROOT_DIR / path).read_bytes()
 
-    @property
-    def app_bytes(self) -> int:
-        return sum(int(item["size"]) for item in self.files)
-
 
 def read_bundle(root: Path) -> Bundle:
     """The bundle at `root`, after checking every file against the manifest."""
