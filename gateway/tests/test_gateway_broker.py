@@ -366,7 +366,15 @@ def test_settings_are_confirmed_and_pushed_again_after_drift(tmp_path: Path) -> 
 
                 await eventually(pushed_again)
                 assert sensor.config_hash.hex() == wanted
-                assert (await store.twin(701)).confirmed_config == ""  # until a birth shows it
+
+                # The ack is stored with the batch, the reconciler sees it right after the
+                # commit: from then on nothing is confirmed until a birth shows the hash.
+                async def awaiting_birth() -> bool:
+                    return (await store.twin(701)).confirmed_config == ""
+
+                await eventually(awaiting_birth)
+                await asyncio.sleep(0.5)  # and it stays so without a birth
+                assert (await store.twin(701)).confirmed_config == ""
                 await sensor.send_birth()
                 await eventually(confirmed)
                 ops = [c[messages.KEY_OP] for c in sensor.commands]
