@@ -122,7 +122,11 @@ async def command_round_trip(gateway: Gateway, store: Store, fleet: Fleet) -> No
     assert [c[messages.KEY_ID] for c in lamp.commands] == [command_id]  # executed once
     done = await store.get_command(command_id)
     assert done.result == messages.OK and done.attempts >= 1 and done.created_by == "alice"
-    assert metric(gateway.metrics_port or 0, "citisense_command_latency_seconds_count") >= 1
+
+    async def timed() -> bool:  # observed right after the commit that stored the ack
+        return metric(gateway.metrics_port or 0, "citisense_command_latency_seconds_count") >= 1
+
+    await eventually(timed)
     assert any(e.action == "command.issue" and e.user == "alice"
                for e in await store.audit_log())
 
