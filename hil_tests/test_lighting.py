@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -171,4 +172,129 @@ def test_a_power_cut_at_night_does_not_leave_the_street_dark(board: Rig,
     board.wait(30)
     assert board.lamp_level() == pytest.approx(50, abs=1)
     station.wait_until(lambda: len(station.births(node)) >= 2, 60, "birth after the cut")
+    assert station.births(node)[-1]["4"] == messages.RESET_POWER_ON
+
+
+# A night with steps on both sides of midnight whatever the season: in winter dusk and
+# dawn fall outside 18:00..06:00, in summer inside.
+WATCHED_NIGHT = {"timezone": street_time.ZONE, "failsafe": 100,
+                 "steps": [{"at": "dusk", "level": 100}, {"at": "21:00", "level": 80},
+                           {"at": "23:00", "level": 50}, {"at": "04:30", "level": 70},
+                           {"at": "dawn", "level": 0}]}
+NIGHT_TELEMETRY_S = 600  # 72 readings in 12 h, plus 48 health messages: the 256-message
+# queue holds the whole night
+NIGHT_S = 12 * 3600
+HOUR_S = 3600
+LEAD_S = 30  # street seconds watched before each step
+FLUSH_S = 90  # and before the power cut: the node's queue goes to flash within a minute
+STEP_S = FADE_S + 3  # a step's fade, and a control tick
+
+
+@pytest.mark.requires("street-clock", "lamp-capture", "power-cycle")
+def test_a_night_without_link_and_a_power_cut_follows_the_schedule(
+        board: Rig, station: Station) -> None:
+    # The link goes at 18:00 for twelve hours; at 23:00, after the step to 50 %, the power
+    # is cut too. The ESP32's clock restarts at 2000 then: the node must take the time
+    # from its battery-backed RTC chip, or fall back to its light sensor (100 %).
+    day = street_time.local_day(board.now() + 86400)
+    board.advance_to(street_time.at(day, 17, 40))
+    node = board.commission("lighting", settings={"telemetry_s": NIGHT_TELEMETRY_S}).id
+    station.run_schedule(node, WATCHED_NIGHT)
+    wire = station.schedule_wire()
+    parsed = firmware_logic.parse_schedule(wire)
+
+    def scheduled(t: float) -> int:
+        return firmware_logic.schedule_level(parsed, int(t), board.lat, board.lon)
+
+    board.set_speed(20)
+    board.advance_to(street_time.at(day, 18))
+    board.wait(60)  # the lamp settles at its evening level
+    cut_at = board.now()
+    station.link_down()
+    night_started = time.monotonic()
+    end = cut_at + NIGHT_S
+    changes = schedules.preview(wire, board.lat, board.lon, day, street_time.ZONE)
+    steps = [step_instant(wire, board.lat, board.lon, c.at - 60, c.at) for c in changes[1:]
+             if cut_at < c.at - 60 and c.at < end]
+    eleven = street_time.at(day, 23)
+    assert eleven in steps and any(s > eleven for s in steps), steps  # 23:00 and a later one
+    power_cut = eleven + 300  # planned; the power goes at powered_off, after FLUSH_S
+    powered_off = power_cut
+
+    def pass_hours(until: float) -> None:
+        """Street time goes on to `until`, an hour at a time, the board running half a
+        minute after each jump (never backwards: the board's ticks would go back too)."""
+        while board.now() < until - 30:
+            board.advance(min(HOUR_S, until - 30 - board.now()))
+            board.wait(30)
+        if board.now() < until:
+            board.wait(until - board.now())
+
+    for event in sorted([*steps, power_cut]):
+        if event == power_cut:
+            pass_hours(event)
+            board.wait(FLUSH_S)  # what the node queued is on flash by now
+            powered_off = board.now()
+            board.power_cycle()
+            station.wait_until(lambda off=powered_off: any(
+                s.t > off and s.duty_u16 is not None for s in board.lamp_samples()),
+                120, "lamp driven after the power cut")
+            board.wait(60)
+        else:
+            pass_hours(event - LEAD_S)
+            board.wait(LEAD_S + STEP_S + 30)
+    pass_hours(end)
+    back_at = board.now()
+    print(f"12 street hours watched in {time.monotonic() - night_started:.0f} s")
+    station.link_up()
+
+    # The lamp, as its driver saw it: every driven sample away from the steps is at the
+    # schedule's level, and so is the lamp each minute of the night.
+    samples = board.lamp_samples()
+    driven = [s for s in samples if s.duty_u16 is not None and s.t >= cut_at]
+
+    def near_step(t: float) -> bool:
+        return any(step - 2 <= t <= step + STEP_S for step in steps)
+
+    wrong = [(s.t, s.duty_u16, duty(scheduled(s.t))) for s in driven
+             if s.t < back_at and not near_step(s.t)
+             and s.duty_u16 != duty(scheduled(s.t))]
+    assert not wrong, wrong[:5]
+    back = next(s for s in driven if s.t > powered_off)
+    for minute in range(int(cut_at) + 60, int(back_at), 60):
+        if near_step(minute) or powered_off <= minute <= back.t:
+            continue
+        last = [s for s in samples if s.t <= minute][-1]
+        assert last.duty_u16 == duty(scheduled(minute)), (minute, last)
+    # Never dark at night: from dusk (or the cut) to dawn (or the end) every driven sample
+    # is lit, fades included.
+    dusk = next(c.at for c in changes if c.level > 0)
+    dawn = [c.at for c in changes if c.level == 0][-1]
+    night = [s for s in driven if max(cut_at, dusk + STEP_S) <= s.t < min(back_at, dawn)]
+    assert night and all(s.duty_u16 for s in night)
+    # The power cut changed nothing: the lamp came back at 50 % and stayed there, from
+    # boot to the next step, with no other level on the way.
+    assert scheduled(powered_off) == 50
+    next_step = min(s for s in steps if s > powered_off)
+    held = [s.duty_u16 for s in driven if eleven + STEP_S < s.t < next_step]
+    assert held and set(held) == {duty(50)}, held[:5]
+    assert back.t - powered_off < 60  # undriven only while the board booted
+
+    # Back online: the node reconnects and what it queued through the night arrives.
+    station.wait_until(lambda: any(t.ts > back_at for t in lamp_readings(station, node)),
+                       600, "readings made after the link came back")
+    readings = [r for r in lamp_readings(station, node) if r.ts > cut_at - NIGHT_TELEMETRY_S]
+    assert len({r.boot for r in readings}) == 2  # before and after the power cut
+    # Nothing was dropped: the night fits the queue (its health messages say so).
+    health = [json.loads(r.data) for r in station.uplinks(node, messages.HEALTH)]
+    assert health and all(h["5"] == 0 for h in health), health
+    assert readings[0].ts < cut_at and readings[-1].ts > back_at
+    # After the power cut, with no link, the time came from the RTC chip: real time.
+    assert all(r.tq != messages.TQ_UPTIME for r in readings), \
+        [(r.boot, r.ts, r.tq) for r in readings if r.tq == messages.TQ_UPTIME][:3]
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(readings)]
+    assert max(gaps) <= HOUR_S + NIGHT_TELEMETRY_S, gaps
+    levels = {r.ts: json.loads(r.data)[LEVEL] for r in readings}
+    assert all(level == scheduled(ts) for ts, level in levels.items() if not near_step(ts)), \
+        levels
     assert station.births(node)[-1]["4"] == messages.RESET_POWER_ON

@@ -10,6 +10,7 @@ import fs from "node:fs";
 import { workerData, parentPort, receiveMessageOnPort } from "node:worker_threads";
 import {
   loadMicroPython, useCompiledModule, findCallDepthWord, collectAtSafePoint, limitHeap,
+  setTicksSource,
 } from "./micropython_wasm.mjs";
 import { makeHostFS } from "./hostfs.mjs";
 import { makeBoardApi } from "./board_api.mjs";
@@ -41,8 +42,11 @@ const board = {
   inCallback: false,
   handlers: {}, // message type -> handler, filled by the board API
 };
-// The VM's own clock functions (time.time(), localtime, builtin ticks) read the board's RTC.
+// The VM's own clock functions (time.time(), localtime) read the board's RTC; its ticks
+// count street time from power-on, whatever the RTC is set to, as an ESP32's do.
 Date.now = () => Math.floor(streetMs() + board.rtcOffsetMs);
+const poweredOnMs = streetMs();
+setTicksSource(() => Math.floor(streetMs() - poweredOnMs));
 
 // ---- console output -------------------------------------------------------
 let out = [];

@@ -14,6 +14,10 @@
 //    `collectAtSafePoint` lets a collection happen from a JS call made by
 //    Python code at a point where every live object is reachable from the
 //    Python stack (asyncio's idle wait, time.sleep, gc.collect()).
+// 4. ticks: the port's own millisecond ticks (asyncio's C task queue stamps new
+//    tasks with them) are Date.now() minus its start, so setting the clock would
+//    move them. An ESP32's ticks count from boot whatever its RTC is set to:
+//    `setTicksSource` lets a board supply them.
 import { pathToFileURL } from "node:url";
 
 // Emscripten errno -> Linux errno, for every value the filesystem can produce.
@@ -35,6 +39,12 @@ export const EMSCRIPTEN_ERRNO = {
 
 let growthAllowed = true;
 let compiled = null;
+let ticksSource = null;
+
+/** Where the port's own ticks come from (milliseconds; null: Date.now() since start). */
+export function setTicksSource(source) {
+  ticksSource = source;
+}
 
 function wrapImports(imports) {
   const env = imports.env;
@@ -50,6 +60,8 @@ function wrapImports(imports) {
   for (const [name, fn] of Object.entries(wasi)) {
     if (name.startsWith("fd_")) wasi[name] = (...args) => boardErrno(fn(...args));
   }
+  const ticks = env.mp_js_ticks_ms;
+  if (ticks) env.mp_js_ticks_ms = () => (ticksSource ? ticksSource() : ticks());
   const resize = env.emscripten_resize_heap;
   env.emscripten_resize_heap = (size) => (growthAllowed ? resize(size) : 0);
 }

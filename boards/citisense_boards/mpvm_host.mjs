@@ -7,7 +7,9 @@
 //   {"op": "run", "code": "..."}             run code, reply with captured output
 // Reply: {"ok": true, "out": "..."} or {"ok": false, "out": "...", "error": "traceback"}.
 //
-// argv[2] is the absolute path of micropython.mjs from the pinned npm package.
+// argv[2] is the absolute path of micropython.mjs from the pinned npm package; argv[3], if
+// given (with node --expose-gc), runs Node's collector every argv[3] ms: Python objects
+// that JS proxies hold (one per await on a JS promise) are released only then.
 // The VM comes from micropython_wasm.mjs: OSError carries board errno numbers.
 import { createInterface } from "node:readline";
 import { loadMicroPython } from "./micropython_wasm.mjs";
@@ -66,6 +68,8 @@ async function handle(req) {
   }
   return { ok: false, out: "", error: `unknown op ${req.op}` };
 }
+
+if (process.argv[3] && globalThis.gc) setInterval(globalThis.gc, Number(process.argv[3])).unref();
 
 const rl = createInterface({ input: process.stdin });
 for await (const line of rl) {

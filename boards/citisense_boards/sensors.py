@@ -11,6 +11,7 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 MICROVOLTS_PER_MILLIVOLT = 1000
 
@@ -196,6 +197,125 @@ class QMC5883L:
         status = 0x01 | (0x02 if overflow else 0)
         temp = round(celsius * 100)
         return struct.pack("<hhhBh", raw[0], raw[1], raw[2], status, temp)
+
+
+def _bcd(value: int) -> int:
+    return (value // 10) << 4 | value % 10
+
+
+def _from_bcd(value: int) -> int:
+    return (value >> 4) * 10 + (value & 0x0F)
+
+
+class PCF8563:
+    """NXP PCF8563 real-time clock on I2C, with its backup battery (datasheet rev. 11).
+
+    Its oscillator is the street clock, so it keeps time through the board's power cycles:
+    the virtual board keeps the model across them. It starts as a chip fresh from the
+    reel: VL (bit 7 of VL_seconds, "clock integrity is not guaranteed") set, until the
+    firmware writes the seconds register with VL clear. Time and date registers 02h..08h
+    are BCD; the century bit C (bit 7 of Century_months) counts 20xx as 0 and 21xx as 1
+    (the datasheet leaves the century to the user; it toggles C when the years wrap).
+    Weekdays count Sunday as 0 (the datasheet's example assignment). STOP (bit 5 of
+    Control_status_1) holds the time until it is cleared. Not modelled: alarms, the
+    countdown timer, CLKOUT, the leap day the chip adds to 2100, and the register
+    pointer wrapping after 0Fh (the bus wraps after FFh).
+    """
+
+    ADDRESS = 0x51
+    REG_CONTROL1 = 0x00
+    REG_TIME = 0x02  # VL_seconds, then minutes .. years: 7 registers
+    TIME_SIZE = 7
+    VL = 0x80
+    CENTURY = 0x80
+    STOP = 0x20
+    # Power-on values of the other registers (datasheet table 27): TESTC set, alarms
+    # disabled (AE), CLKOUT enabled at 32.768 kHz, timer disabled with its 1/60 Hz source.
+    RESET = {0x00: 0x08, 0x09: 0x80, 0x0A: 0x80, 0x0B: 0x80, 0x0C: 0x80, 0x0D: 0x80,
+             0x0E: 0x03}
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.vl = True
+        self.control = dict(self.RESET)
+        self._offset = 946_684_800 - clock()  # 2000-01-01 00:00 at power-on: meaningless
+        self._stopped_at: int | None = None
+
+    def now(self) -> int:
+        """The chip's time, Unix seconds (whole seconds: the chip counts no fractions)."""
+        if self._stopped_at is not None:
+            return self._stopped_at
+        return int(self.clock() + self._offset)
+
+    def registers(self) -> bytes:
+        regs = bytearray(256)
+        for reg, value in self.control.items():
+            regs[reg] = value
+        regs[self.REG_TIME:self.REG_TIME + self.TIME_SIZE] = self.time_registers()
+        return bytes(regs)
+
+    def time_registers(self) -> bytes:
+        return encode_pcf8563(self.now(), self.vl)
+
+    def on_write(self, reg: int, data: bytes) -> None:
+        regs = bytearray(self.registers())
+        end = reg + len(data)
+        regs[reg:end] = data
+        for address in range(reg, min(end, self.REG_TIME)):
+            self.control[address] = regs[address]
+        for address in range(max(reg, self.REG_TIME + self.TIME_SIZE), min(end, 0x10)):
+            self.control[address] = regs[address]
+        if reg < self.REG_TIME + self.TIME_SIZE and end > self.REG_TIME:
+            time_regs = bytes(regs[self.REG_TIME:self.REG_TIME + self.TIME_SIZE])
+            written = decode_pcf8563(time_regs, check_vl=False)
+            if written is not None:  # an impossible date leaves the counters as they were
+                self._set(written)
+            if reg <= self.REG_TIME:
+                self.vl = bool(time_regs[0] & self.VL)
+        stop = bool(self.control[self.REG_CONTROL1] & self.STOP)
+        if stop and self._stopped_at is None:
+            self._stopped_at = self.now()
+        elif not stop and self._stopped_at is not None:
+            held = self._stopped_at
+            self._stopped_at = None
+            self._set(held)
+
+    def _set(self, unix: int) -> None:
+        if self._stopped_at is not None:
+            self._stopped_at = unix
+        else:
+            self._offset = unix - self.clock()
+
+
+def encode_pcf8563(unix: int, vl: bool = False) -> bytes:
+    """Registers 02h..08h of a PCF8563 showing `unix` (2000..2199)."""
+    t = datetime.fromtimestamp(unix, UTC)
+    if not 2000 <= t.year <= 2199:
+        raise ValueError(f"a PCF8563 counts 2000..2199 here, not {t.year}")
+    century = PCF8563.CENTURY if t.year >= 2100 else 0
+    return bytes((
+        (PCF8563.VL if vl else 0) | _bcd(t.second), _bcd(t.minute), _bcd(t.hour),
+        _bcd(t.day), t.isoweekday() % 7, century | _bcd(t.month), _bcd(t.year % 100),
+    ))
+
+
+def decode_pcf8563(regs: bytes, check_vl: bool = True) -> int | None:
+    """Unix seconds from registers 02h..08h; None if VL is set (when checked) or the
+    registers hold no valid date."""
+    if check_vl and regs[0] & PCF8563.VL:
+        return None
+    if any(v & 0x0F > 9 or v >> 4 > 9 for v in (regs[0] & 0x7F, regs[1] & 0x7F,
+                                               regs[2] & 0x3F, regs[3] & 0x3F,
+                                               regs[5] & 0x1F, regs[6])):
+        return None
+    year = 2000 + _from_bcd(regs[6]) + (100 if regs[5] & PCF8563.CENTURY else 0)
+    try:
+        t = datetime(year, _from_bcd(regs[5] & 0x1F), _from_bcd(regs[3] & 0x3F),
+                     _from_bcd(regs[2] & 0x3F), _from_bcd(regs[1] & 0x7F),
+                     _from_bcd(regs[0] & 0x7F), tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(t.timestamp())
 
 
 @dataclass

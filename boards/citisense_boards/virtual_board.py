@@ -179,6 +179,9 @@ class VirtualBoard:
         self._running = False
         self._sent: dict[str, object] = {}
         self._powered_at = 0.0
+        # The RTC chip runs on its backup battery: it outlives the board's power cycles.
+        self._rtc = sensors.PCF8563(self.street.now) if "rtc" in self._parts else None
+        self._rtc_set = rtc_synced  # the ESP32's own RTC; a power cut resets it to 2000
         self.start_seconds: float | None = None  # power-on to a booted VM, in real seconds
 
     # ---- lifecycle ---------------------------------------------------------
@@ -218,9 +221,11 @@ class VirtualBoard:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def power_cycle(self, timeout: float = 20.0) -> None:
-        """Cut the power and turn it back on: RAM and RTC memory are lost, flash is kept."""
+        """Cut the power and turn it back on: RAM, RTC memory and the ESP32's clock are lost
+        (it restarts at 2000-01-01), flash and the battery-backed RTC chip are kept."""
         booted = self.boot_count()
         self._kill()
+        self._rtc_set = False
         self._spawn()
         self.wait_for_boot(booted + 1, timeout)
 
@@ -313,7 +318,7 @@ class VirtualBoard:
         self.start_seconds = None
         links = [socket.socketpair() for _ in self._ptys]
         log = (self.directory / "board.log").open("a")
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [node, str(HOST_SCRIPT)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -323,7 +328,13 @@ class VirtualBoard:
             pass_fds=[theirs.fileno() for _, theirs in links],
         )
         log.close()
-        self._send(self._config(links[0][1].fileno(), links[1][1].fileno()))
+        # The configuration is the first line the host reads: only then may the sensor
+        # refreshers (other threads) reach the new process through _send.
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(self._config(links[0][1].fileno(), links[1][1].fileno()))
+                         + "\n")
+        proc.stdin.flush()
+        self._proc = proc
         for _, theirs in links:
             theirs.close()
         pairs = [(pty, ours) for pty, (ours, _) in zip(self._ptys, links, strict=True)]
@@ -394,7 +405,7 @@ class VirtualBoard:
             "digital": {},
             "clock": self.street.clock.anchor(),
             "wifi": self.street.wifi.as_dict(),
-            "rtcOffsetMs": 0 if self.rtc_synced else RTC_EPOCH_MS - street_ms,
+            "rtcOffsetMs": 0 if self._rtc_set else RTC_EPOCH_MS - street_ms,
             "resetCause": "PWRON",
             "consoleFd": console_fd,
             "uplinkFd": uplink_fd,
@@ -408,6 +419,8 @@ class VirtualBoard:
         if "magnetometer" in self._parts:
             devices["magnetometer"] = _I2CDevice(wiring.QMC5883L_ADDR, len(devices),
                                                  sensors.QMC5883L())
+        if self._rtc is not None:
+            devices["rtc"] = _I2CDevice(wiring.PCF8563_ADDR, len(devices), self._rtc)
         if "pm" in self._parts:
             devices["pm"] = sensors.SDS011(woke_at=self.street.now())
         return devices
@@ -508,6 +521,9 @@ class VirtualBoard:
             regs = mag.model.data_registers(tuple(v + rng.gauss(0, 0.15) for v in field), celsius)
             if regs is not None:
                 self._push("magnetometer", mag.op(sensors.QMC5883L.REG_DATA, regs))
+        rtc = self._devices.get("rtc")
+        if rtc is not None:
+            self._push("rtc", rtc.op(sensors.PCF8563.REG_TIME, rtc.model.time_registers()))
         sds = self._devices.get("pm")
         if sds is not None:
             air = street.air

@@ -13,6 +13,7 @@ I2C_SCL_PIN = 22
 I2C_SDA_PIN = 21
 BME280_ADDR = 0x76
 QMC5883L_ADDR = 0x0D  # the parking bay's magnetometer
+PCF8563_ADDR = 0x51  # battery-backed real-time clock: keeps time through power cuts
 PM_UART_TX_PIN = 33  # to the SDS011 (9600 baud)
 PM_UART_RX_PIN = 32
 UPLINK_UART_TX_PIN = 17  # to the RS-485 transceiver: UART2's default pins
@@ -21,8 +22,8 @@ UPLINK_DE_PIN = 4  # RS-485 driver enable
 
 # What each kind of node carries; "all" is a development board with everything.
 ROLES = {
-    "lighting": ("lamp", "light"),
+    "lighting": ("lamp", "light", "rtc"),
     "parking": ("magnetometer",),
     "air": ("bme280", "pm", "no2"),
-    "all": ("lamp", "light", "magnetometer", "bme280", "pm", "no2"),
+    "all": ("lamp", "light", "rtc", "magnetometer", "bme280", "pm", "no2"),
 }

@@ -75,7 +75,7 @@ def test_machine_network_and_os_behave_like_the_esp32_port(
     assert r["pwm_range"] == ["ValueError", "duty_u16 must be from 0 to 65535"]
     assert r["adc"] == [True, True]
     assert r["adc_pin"] == ["ValueError", "invalid Pin for ADC"]
-    assert r["scan"] == [0x0D, 0x76]  # QMC5883L and BME280 on SCL 22 / SDA 21
+    assert r["scan"] == [0x0D, 0x51, 0x76]  # QMC5883L, PCF8563, BME280 on SCL 22 / SDA 21
     assert r["scan_default_pins"] == []  # nothing wired to I2C(0)'s default pins
     assert r["nack"] == ["OSError", 19]  # ENODEV
     assert r["poll_uart"] == [4]  # writable, nothing to read

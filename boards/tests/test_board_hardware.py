@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from citisense_boards import sensors
 from citisense_boards.street import Street, StreetClock
 from citisense_boards.virtual_board import VirtualBoard
 
@@ -297,3 +298,48 @@ def test_time_follows_the_street_clock(mpremote_on: Mpremote) -> None:
         assert int(out[0]) >= 90_000  # 90 s of street time ...
         assert time.monotonic() - start < 20  # ... in far fewer real seconds
         assert out[1].startswith("(2025, 5, 1, 6)")  # the RTC shows street time
+
+
+def test_a_power_cut_resets_the_esp32_clock_and_the_rtc_chip_keeps_counting(
+        mpremote_on: Mpremote) -> None:
+    street = Street(clock=StreetClock(start=at("2031-03-04T22:00:00"), speed=1))
+    read = ("import time\nfrom machine import I2C, Pin\n"
+            "i2c = I2C(0, scl=Pin(22), sda=Pin(21))\n"
+            "print(time.localtime()[0], i2c.readfrom_mem(0x51, 2, 7).hex())")
+    with VirtualBoard("pole", role="lighting", street=street) as board:
+        year, regs = mpremote_on(board.repl_port, "exec", read).stdout.split()
+        assert year == "2031" and int(regs[:2], 16) & 0x80  # a new chip: VL set
+        # 2031-03-04 23:30:00 (a Tuesday), written as a driver does: control registers
+        # cleared (clock running), then the time with VL clear.
+        written = at("2031-03-04T23:30:00")
+        mpremote_on(board.repl_port, "exec",
+                    "from machine import I2C, Pin\ni2c = I2C(0, scl=Pin(22), sda=Pin(21))\n"
+                    "i2c.writeto_mem(0x51, 0, bytes([0, 0, 0x00, 0x30, 0x23, 0x04, 2, 0x03, "
+                    "0x31]))")
+        street.clock.advance(3600)  # an hour later the power goes, and comes back
+        board.power_cycle()
+        year, regs = mpremote_on(board.repl_port, "exec", read).stdout.split()
+        assert year == "2000"  # the ESP32's clock restarted
+        chip = sensors.decode_pcf8563(bytes.fromhex(regs))  # None if VL were set
+        assert chip is not None and written + 3600 <= chip < written + 3660
+    street = Street(clock=StreetClock(start=at("2031-03-04T22:00:00"), speed=1))
+    with VirtualBoard("bay", role="parking", street=street) as board:
+        out = mpremote_on(board.repl_port, "exec",
+                          "from machine import I2C, Pin\n"
+                          "print(I2C(0, scl=Pin(22), sda=Pin(21)).scan())").stdout
+        assert out.strip() == "[13]"  # only lighting nodes carry the clock chip
+
+
+def test_setting_the_rtc_far_ahead_leaves_ticks_and_asyncio_alone(mpremote_on: Mpremote) -> None:
+    # The clock restored from an RTC chip after a power cut jumps 26 years: ticks count
+    # from boot whatever the RTC says, so tasks created afterwards still run.
+    with VirtualBoard("jump", role="lighting", rtc_synced=False) as board:
+        out = mpremote_on(board.repl_port, "exec", (
+            "import asyncio, machine, time\n"
+            "t0 = time.ticks_ms()\n"
+            "machine.RTC().datetime((2026, 11, 23, 0, 23, 0, 0, 0))\n"
+            "async def job():\n    await asyncio.sleep_ms(50)\n    return 7\n"
+            "async def main():\n    return await asyncio.wait_for(asyncio.create_task(job()), 2)\n"
+            "print(asyncio.run(main()), time.ticks_diff(time.ticks_ms(), t0) < 2000, "
+            "time.localtime()[0])"), timeout=30).stdout.split()
+        assert out == ["7", "True", "2026"]

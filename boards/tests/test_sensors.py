@@ -12,9 +12,12 @@ from citisense_boards.sensors import (
     BME280,
     LIGHT_SENSOR,
     NO2_SENSOR,
+    PCF8563,
     QMC5883L,
     SDS011,
     BME280Calibration,
+    decode_pcf8563,
+    encode_pcf8563,
 )
 
 
@@ -157,3 +160,51 @@ def test_analog_front_ends_are_linear_and_clamped_to_their_supply() -> None:
     assert quiet.microvolts(-5.0, rng) == 0
     readings = [NO2_SENSOR.microvolts(40.0, rng) for _ in range(200)]
     assert abs(sum(readings) / len(readings) - 660_000) < 2_000
+
+
+class Street:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.25
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_pcf8563_starts_with_vl_set_and_its_power_on_register_values() -> None:
+    regs = PCF8563(Street()).registers()
+    assert regs[0x02] & 0x80  # VL: clock integrity not guaranteed
+    assert (regs[0x00], regs[0x01], regs[0x0D], regs[0x0E]) == (0x08, 0x00, 0x80, 0x03)
+    assert all(regs[a] & 0x80 for a in range(0x09, 0x0D))  # alarms disabled (AE)
+    assert decode_pcf8563(regs[2:9]) is None
+
+
+def test_pcf8563_counts_from_the_time_written_and_clears_vl() -> None:
+    street = Street()
+    rtc = PCF8563(street)
+    when = 4_200_000_000  # 2103: the century bit is set
+    rtc.on_write(0x02, encode_pcf8563(when))
+    assert not rtc.vl and rtc.time_registers()[5] & 0x80
+    street.t += 3600.5
+    assert decode_pcf8563(rtc.time_registers()) == when + 3600
+    rtc.on_write(0x03, bytes([0x7A]))  # not a minute: the counters keep their time
+    assert rtc.now() == when + 3600
+
+
+def test_pcf8563_stop_bit_holds_the_time_until_released() -> None:
+    street = Street()
+    rtc = PCF8563(street)
+    rtc.on_write(0x00, bytes([PCF8563.STOP, 0]) + encode_pcf8563(1_900_000_000))
+    street.t += 60
+    assert rtc.now() == 1_900_000_000
+    rtc.on_write(0x00, bytes([0]))
+    street.t += 5
+    assert rtc.now() == 1_900_000_005
+
+
+@given(st.integers(946_684_800, 7_258_118_399), st.booleans())
+def test_pcf8563_registers_are_bcd_with_vl_and_century(unix: int, vl: bool) -> None:
+    regs = encode_pcf8563(unix, vl)
+    digits = [regs[0] & 0x7F, regs[1], regs[2], regs[3], regs[5] & 0x1F, regs[6]]
+    assert all(d >> 4 <= 9 and d & 0x0F <= 9 for d in digits)
+    assert bool(regs[0] & 0x80) == vl
+    assert decode_pcf8563(regs, check_vl=False) == unix

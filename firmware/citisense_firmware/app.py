@@ -5,7 +5,7 @@
 Boot. Load the provisioned config; without a usable one (missing, corrupt, invalid) the
 node cannot talk (no key, no default key), so it says why on the console and in
 /state/fault, blinks its status LED, keeps a lighting node's lamp on its ambient-light
-fail-safe, feeds the watchdog and looks at the config again every FAULT_RETRY_S: no crash
+fail-safe, feeds the watchdog and looks at the config again every _FAULT_RETRY_S: no crash
 loop. With a config: BootGuard (after 3 boots in a row that never ran FIT_AFTER_S
 without a stuck task, safe mode: the stored schedule is not used and only a lamp's
 ambient sensor is read, while commands still work, so a bad schedule or setting can be
@@ -15,14 +15,14 @@ control runs once before any task starts: a lamp is at its target right after bo
 whatever the network does.
 
 Tasks: control (the role's tick: lamp level, bay light, fan duty), sense (the role's
-readings and events), telemetry and health at their intervals, uplink (network, MQTT or
-serial, forwarding the queue), watchdog. The watchdog is fed only while every task is
+readings and events), report (telemetry and health at their intervals), uplink (network,
+MQTT or serial, forwarding the queue), watchdog. The watchdog is fed only while every task is
 alive and every looping task reported progress recently; a stuck or dead task therefore
 resets the board (reset cause 3).
 
 Time. Every clock read and sleep goes through the HAL (a simulated board runs faster
 than real time). Unix time comes from a gateway time sync (tq 1) or NTP (tq 2) and is
-trusted for MAX_TIME_AGE_S after the last sync; the real-time clock keeps it across a
+trusted for _MAX_TIME_AGE_S after the last sync; the real-time clock keeps it across a
 reboot. Network waits (MQTT, the ack drain before a reboot) run on real time.
 
 Files, under `root` (empty on a board): /config.json and /state/settings (config.py),
@@ -33,12 +33,12 @@ Files, under `root` (empty on a board): /config.json and /state/settings (config
 import asyncio
 import struct
 
-from citisense_firmware import config, health
+from citisense_firmware import config
 from citisense_firmware.commands import Downlink
 from citisense_firmware.compat import const, ticks_add, ticks_diff
 from citisense_firmware.hal import LAMP, STATUS_LED
 from citisense_firmware.store_forward import Store
-from citisense_firmware.uplink import Clock, Uplink, next_boot
+from citisense_firmware.uplink import Clock, Health, Uplink, birth_data, next_boot
 from citisense_protocols import messages
 
 try:
@@ -54,19 +54,19 @@ CAUSE_PATH = "/state/cause"
 FAULT_PATH = "/state/fault"
 QUEUE_PATH = "/queue"
 
-WATCHDOG_MS = const(30000)  # hardware watchdog timeout
-FEED_MS = const(2000)
+_WATCHDOG_MS = const(30000)  # hardware watchdog timeout
+_FEED_MS = const(2000)
 FIT_AFTER_S = const(300)  # up this long with every task alive: the boot proved itself
-MAX_TIME_AGE_S = const(604800)  # a week after the last sync the clock is no longer trusted
-NTP_EVERY_S = const(86400)
-LINK_SILENCE_S = const(300)  # serial: no uplink-ack for this long means the link is down
-FAULT_RETRY_S = const(30)
-NETWORK_RETRY_MS = const(5000)
-DRAIN_S = const(5)  # real seconds to let the reboot ack leave before resetting
-SLICE_MS = const(10000)  # longest sleep of the reporting tasks (re-reads their interval)
-BLINK_MS = const(500)
-DEFAULT_TICK_MS = const(1000)
-FORWARD_IDLE_S = 10  # queued messages wake the forwarder; this paces the store's flushes
+_MAX_TIME_AGE_S = const(604800)  # a week after the last sync the clock is no longer trusted
+_NTP_EVERY_S = const(86400)
+_LINK_SILENCE_S = const(300)  # serial: no uplink-ack for this long means the link is down
+_FAULT_RETRY_S = const(30)
+_NETWORK_RETRY_MS = const(5000)
+_DRAIN_S = const(5)  # real seconds to let the reboot ack leave before resetting
+_SLICE_MS = const(10000)  # longest sleep of the reporting tasks (re-reads their interval)
+_BLINK_MS = const(500)
+_DEFAULT_TICK_MS = const(1000)
+_FORWARD_IDLE_S = const(10)  # queued messages wake the forwarder; this paces the store's flushes
 
 # set_config settings the node itself defines: name -> (lowest, highest), or TEXT.
 TEXT = "text"
@@ -104,7 +104,7 @@ class Node:
         self.reset_cause = messages.RESET_UNKNOWN
         self.clock = Clock(hal.ticks_ms)
         self.synced_at = None  # Unix time of the last time sync
-        self.tick_ms = DEFAULT_TICK_MS
+        self.tick_ms = _DEFAULT_TICK_MS
         self.sense_ms = 1000
         self.known = NODE_SETTINGS
         self._tasks = []
@@ -126,7 +126,7 @@ class Node:
 
     async def run(self) -> None:
         """Run until a commanded reboot, then reset the board (hal.reset())."""
-        self.hal.watchdog_start(WATCHDOG_MS)
+        self.hal.watchdog_start(_WATCHDOG_MS)
         cfg = self._load_config()
         while isinstance(cfg, config.Fault):
             cfg = await self._unconfigured(cfg)
@@ -159,7 +159,7 @@ class Node:
         self.uplink = Uplink(cfg.node_id, cfg.key, self.boot_number, self.clock, self.store)
         self.downlink = Downlink(cfg.node_id, cfg.key, config.Counter(self.path(DOWN_PATH)),
                                  self.clock, self.uplink)
-        self.health = health.Health(self.fw, self.reset_cause, self.hal.memory())
+        self.health = Health(self.fw, self.reset_cause, self.hal.memory())
         self.role = _role_module(cfg.role).Role(self)
         known = dict(NODE_SETTINGS)
         known.update(self.role.SETTINGS)
@@ -189,8 +189,7 @@ class Node:
             self._ticking = asyncio.create_task(self.prepared_tick())
 
     def _start(self) -> None:
-        for loop in (self._control, self._sense, self._telemetry, self._health,
-                     self._uplink, self._watchdog):
+        for loop in (self._control, self._sense, self._report, self._uplink, self._watchdog):
             self._tasks.append(asyncio.create_task(loop()))
 
     def _cancel(self) -> None:
@@ -204,7 +203,7 @@ class Node:
     async def _shutdown(self) -> None:
         """Before a commanded reboot: let the ack leave, keep what must survive."""
         waited = 0
-        while self.store.depth and self.link_up() and waited < DRAIN_S * 10:
+        while self.store.depth and self.link_up() and waited < _DRAIN_S * 10:
             await asyncio.sleep(0.1)
             waited += 1
         if self.client is not None:
@@ -242,11 +241,11 @@ class Node:
             config.write_file(self.path(FAULT_PATH), reason)
         lamp = self.default_role == "lighting" and self.hal.has(LAMP)
         if lamp:
-            from citisense_firmware.lighting_policy import FailsafePolicy, target_level
+            from citisense_firmware.lamp import FailsafePolicy, target_level
 
             policy = FailsafePolicy()
         dark = None
-        for second in range(FAULT_RETRY_S):
+        for second in range(_FAULT_RETRY_S):
             if lamp:
                 # No time, no link, no schedule: the ambient sensor decides, else full on.
                 level, _, dark = target_level(0, False, False, 0.0, 0.0, None, None, policy,
@@ -272,7 +271,7 @@ class Node:
         return default
 
     def _configure(self) -> None:
-        self.tick_ms = self.setting("tick_ms", DEFAULT_TICK_MS)
+        self.tick_ms = self.setting("tick_ms", _DEFAULT_TICK_MS)
         self.sense_ms = self.setting("sense_ms", self.role.SENSE_MS)
         self.role.configure()
 
@@ -288,7 +287,7 @@ class Node:
         """The clock holds Unix time from a time source synced recently enough."""
         unix = self.clock.unix()
         return (unix is not None and self.synced_at is not None
-                and 0 <= unix - self.synced_at <= MAX_TIME_AGE_S)
+                and 0 <= unix - self.synced_at <= _MAX_TIME_AGE_S)
 
     def set_time(self, unix: int, quality: int) -> None:
         self.clock.set(unix, quality)
@@ -319,7 +318,7 @@ class Node:
         if self.client is not None:
             return self.client.connected
         return (self._last_ack_ms is not None
-                and ticks_diff(self.hal.ticks_ms(), self._last_ack_ms) < LINK_SILENCE_S * 1000)
+                and ticks_diff(self.hal.ticks_ms(), self._last_ack_ms) < _LINK_SILENCE_S * 1000)
 
     def identify_phase(self):
         """None when not identifying, else whether the blink is in its lit half."""
@@ -329,7 +328,7 @@ class Node:
         if ticks_diff(self._identify_until, now) <= 0:
             self._identify_until = None
             return None
-        return ticks_diff(self._identify_until, now) // BLINK_MS % 2 == 1
+        return ticks_diff(self._identify_until, now) // _BLINK_MS % 2 == 1
 
     # -- commands -------------------------------------------------------------------
 
@@ -372,7 +371,7 @@ class Node:
         self._beats[name] = (self.hal.ticks_ms(), gap_ms)
 
     def _slice_ms(self) -> int:
-        return max(self.tick_ms, SLICE_MS)
+        return max(self.tick_ms, _SLICE_MS)
 
     async def _control(self) -> None:
         while True:
@@ -386,7 +385,7 @@ class Node:
             self._beat("control", 3 * self.tick_ms + 2000)
             wait = self.tick_ms
             if self.role.busy() or blink is not None:
-                wait = min(wait, 100 if self.role.busy() else BLINK_MS // 2)
+                wait = min(wait, 100 if self.role.busy() else _BLINK_MS // 2)
             await self.hal.sleep_ms(wait)
 
     def _sense_once(self) -> None:
@@ -401,25 +400,21 @@ class Node:
             self._beat("sense", 3 * self.sense_ms + 2000)
             await self.hal.sleep_ms(self.sense_ms)
 
-    async def _telemetry(self) -> None:
+    async def _report(self) -> None:
+        """Telemetry and health, each at its own interval (one task: RAM)."""
+        health_ms = self.hal.ticks_ms()
         while True:
-            self._beat("telemetry", 3 * self._slice_ms())
-            wait = self.telemetry_s() * 1000 - ticks_diff(self.hal.ticks_ms(), self._sent_ms)
-            if wait <= 0:
+            self._beat("report", 3 * self._slice_ms())
+            now = self.hal.ticks_ms()
+            telemetry = self.telemetry_s() * 1000 - ticks_diff(now, self._sent_ms)
+            health = self.health_s() * 1000 - ticks_diff(now, health_ms)
+            if telemetry <= 0:
                 self.send_telemetry()
-            else:
-                await self.hal.sleep_ms(min(wait, self._slice_ms()))
-
-    async def _health(self) -> None:
-        last = self.hal.ticks_ms()
-        while True:
-            self._beat("health", 3 * self._slice_ms())
-            wait = self.health_s() * 1000 - ticks_diff(self.hal.ticks_ms(), last)
-            if wait <= 0:
-                last = self.hal.ticks_ms()
+            elif health <= 0:
+                health_ms = now
                 self.send_health()
             else:
-                await self.hal.sleep_ms(min(wait, self._slice_ms()))
+                await self.hal.sleep_ms(min(telemetry, health, self._slice_ms()))
 
     def send_health(self) -> None:
         store = self.store
@@ -440,7 +435,7 @@ class Node:
                 if not self._fit and self.clock.uptime() >= FIT_AFTER_S:
                     self._fit = True
                     self.guard.healthy()
-            await self.hal.sleep_ms(FEED_MS)
+            await self.hal.sleep_ms(_FEED_MS)
 
     def _healthy(self) -> bool:
         for task in self._tasks:
@@ -457,7 +452,7 @@ class Node:
 
     def birth(self) -> dict:
         cfg = self.cfg
-        return health.birth_data(self.fw, cfg.role_code, cfg.board, cfg.digest,
+        return birth_data(self.fw, cfg.role_code, cfg.board, cfg.digest,
                                  self.reset_cause, cfg.location, self.role.schedule_version())
 
     async def _uplink(self) -> None:
@@ -474,8 +469,8 @@ class Node:
         cfg = self.cfg
         up = cfg.uplink
         while not await self.hal.network_up(cfg.wifi):
-            self._beat("uplink", 3 * NETWORK_RETRY_MS + 60000)
-            await self.hal.sleep_ms(NETWORK_RETRY_MS)
+            self._beat("uplink", 3 * _NETWORK_RETRY_MS + 60000)
+            await self.hal.sleep_ms(_NETWORK_RETRY_MS)
         will, on_connect = mqtt_will(self.uplink, self.birth)
         client = MQTTClient(
             str(cfg.node_id), up["host"], up.get("port", 1883), up["user"], up["password"],
@@ -486,7 +481,7 @@ class Node:
         await client.subscribe(topics.node_filter(cfg.node_id))
         self._tasks.append(asyncio.create_task(client.run()))
         self._tasks.append(asyncio.create_task(
-            forward_mqtt(self.store, client, cfg.node_id, idle=FORWARD_IDLE_S,
+            forward_mqtt(self.store, client, cfg.node_id, idle=_FORWARD_IDLE_S,
                          wake=self.uplink.queued)))
         await self._keep_time()
 
@@ -517,7 +512,7 @@ class Node:
             if unix is not None:
                 self.set_time(unix, messages.TQ_NTP)
             waited = 0
-            while waited < NTP_EVERY_S * 1000:
+            while waited < _NTP_EVERY_S * 1000:
                 self._beat("uplink", 3 * self._slice_ms())
                 await self.hal.sleep_ms(self._slice_ms())
                 waited += self._slice_ms()

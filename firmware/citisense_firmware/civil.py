@@ -21,6 +21,17 @@ def civil_from_days(days: int) -> tuple[int, int, int]:
     return year, month, day
 
 
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """The day number (from 1970-01-01) of a date; the inverse of civil_from_days."""
+    if month <= 2:
+        year -= 1  # count years from March, as civil_from_days does
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
 def date_number(days: int) -> int:
     """The yyyymmdd integer of a day number: ordered like the dates themselves."""
     year, month, day = civil_from_days(days)

@@ -176,8 +176,10 @@ class Config:
         self.key = binascii.unhexlify(doc["key"])
         self.uplink = doc["uplink"]
         self.transport = self.uplink["transport"]
-        self.lat_e7 = doc["location"]["lat"]
-        self.lon_e7 = doc["location"]["lon"]
+        lat, lon = doc["location"]["lat"], doc["location"]["lon"]
+        self.location = [lat, lon]  # birth `loc`: 10^-7 degrees
+        self.lat = lat / 10000000
+        self.lon = lon / 10000000
         self.group = doc.get("group", "")
         self.zone = doc.get("zone", "")
         intervals = dict(DEFAULT_INTERVALS)
@@ -186,19 +188,6 @@ class Config:
         self.settings = doc.get("settings", {})
         self.wifi = doc.get("wifi")
         self.digest = digest(doc)
-
-    @property
-    def lat(self) -> float:
-        return self.lat_e7 / 10000000
-
-    @property
-    def lon(self) -> float:
-        return self.lon_e7 / 10000000
-
-    @property
-    def location(self) -> list:
-        """Birth `loc`: [lat, lon] in 10^-7 degrees."""
-        return [self.lat_e7, self.lon_e7]
 
 
 def digest(doc: dict) -> bytes:

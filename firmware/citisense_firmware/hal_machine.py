@@ -17,7 +17,6 @@ import time
 
 import machine
 
-from citisense_firmware import health
 from citisense_firmware.hal import (
     CLIMATE,
     INDICATOR,
@@ -27,10 +26,11 @@ from citisense_firmware.hal import (
     NO2,
     PM,
     POWER,
+    RTC,
     SHOW_DARK,
     STATUS_LED,
-    Hal,
 )
+from citisense_firmware.uplink import reset_code
 
 # Pins each peripheral needs, by board-definition pin function.
 _WIRING = (
@@ -42,6 +42,7 @@ _WIRING = (
     (PM, ("pm_tx", "pm_rx")),
     (CLIMATE, ("i2c_sda", "i2c_scl")),
     (NO2, ("no2_adc",)),
+    (RTC, ("i2c_sda", "i2c_scl")),
 )
 _PWM_HZ = 1000
 _UNIX_2020 = 1577836800  # an RTC before this was never set since power-on
@@ -49,7 +50,9 @@ _UNIX_2020 = 1577836800  # an RTC before this was never set since power-on
 _COLOURS = ((0, 64, 0), (64, 0, 0), (0, 0, 64))
 
 
-class MachineHal(Hal):
+class MachineHal:
+    """The HAL of citisense_firmware.hal on `machine`, for the board definition `board`."""
+
     def __init__(self, board: dict) -> None:
         self.board = board
         self._pins = board.get("pins", {})
@@ -69,6 +72,9 @@ class MachineHal(Hal):
         self._nic = None
         self._led = None
 
+    def has(self, part: str) -> bool:
+        return part in self.parts
+
     # -- time, reset, watchdog ----------------------------------------------------
 
     def ticks_ms(self) -> int:
@@ -79,11 +85,38 @@ class MachineHal(Hal):
 
     def rtc_time(self) -> int | None:
         now = time.time()
-        return now if now >= _UNIX_2020 else None
+        if now >= _UNIX_2020:
+            return now
+        # The power was cut: the ESP32's clock restarted at 2000. A battery-backed clock
+        # chip kept counting, unless it says (VL) or shows that it did not.
+        now = self._rtc_chip(None)
+        if now is None or now < _UNIX_2020:
+            return None
+        self._set_clock(now)
+        return now
 
     def set_rtc(self, unix: int) -> None:
+        self._set_clock(unix)
+        self._rtc_chip(unix)
+
+    def _set_clock(self, unix: int) -> None:
         t = time.gmtime(unix)
         machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+
+    def _rtc_chip(self, unix):
+        """Write `unix` to the RTC chip, or read it (None): its time, None if it has none."""
+        if RTC not in self.parts or self._drivers[RTC] != "pcf8563":
+            return None
+        from citisense_firmware.drivers import pcf8563
+
+        address = self.board.get("addresses", {}).get(RTC, pcf8563.ADDRESS)
+        try:
+            if unix is None:
+                return pcf8563.decode(self._bus().readfrom_mem(address, 2, 7))
+            self._bus().writeto_mem(address, 0, pcf8563.encode(unix))
+        except OSError:
+            pass
+        return None
 
     async def network_time(self, host) -> int | None:
         if not host:
@@ -97,7 +130,7 @@ class MachineHal(Hal):
             return None
 
     def reset_cause(self) -> int:
-        return health.reset_code(machine.reset_cause(), machine)
+        return reset_code(machine.reset_cause(), machine)
 
     def reset(self) -> None:
         machine.reset()
@@ -280,7 +313,7 @@ class MachineHal(Hal):
             return None
 
     def serial_link(self, baud: int) -> tuple:
-        from citisense_firmware.serial_uplink import UartStream
+        from citisense_firmware.serial_uplink import Rs485Writer, UartStream
 
         pins = self._pins
         bus = self.board.get("buses", {}).get("rs485_uart", {})
@@ -288,25 +321,8 @@ class MachineHal(Hal):
         stream = UartStream(uart)
         if "rs485_de" not in pins:
             return stream, stream
-        return stream, _Rs485Writer(uart, machine.Pin(pins["rs485_de"], machine.Pin.OUT,
-                                                      value=0))
-
-
-class _Rs485Writer:
-    """Drives the transceiver only while sending: the bus is shared with other nodes."""
-
-    def __init__(self, uart, enable) -> None:
-        self._uart = uart
-        self._enable = enable
-
-    def write(self, data: bytes) -> None:
-        self._enable.value(1)
-        self._uart.write(data)
-        self._uart.flush()  # returns once the last bit left: then release the bus
-        self._enable.value(0)
-
-    async def drain(self) -> None:
-        await asyncio.sleep(0)
+        return stream, Rs485Writer(uart, machine.Pin(pins["rs485_de"], machine.Pin.OUT,
+                                                     value=0))
 
 
 def _lan(network, described: dict):

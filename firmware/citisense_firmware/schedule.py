@@ -62,6 +62,9 @@ DEFAULT_FAILSAFE = const(100)
 _KEYS = (0, 1, 2, 3, 4)
 _OFFSET_RANGES = ((0, 1439), (-720, 720), (-720, 720))
 _CACHE_SIZE = const(24)  # a level() call resolves some 14 sun times, a few more in odd zones
+# A parsed step is one small int (no heap object): anchor in bits 0-1, offset + 720 in
+# bits 2-13, level in bits 14-20. A full schedule's steps take some 600 bytes, not 2 KB.
+_ANCHOR = const(3)
 
 
 class ScheduleError(ValueError):
@@ -95,8 +98,8 @@ def _steps(value: object, where: str) -> tuple:
         anchor, offset, level = _array(step, 3, 3, here)
         anchor = _int(anchor, AT_TIME, AT_DAWN, here + ".anchor")
         low, high = _OFFSET_RANGES[anchor]
-        steps.append((anchor, _int(offset, low, high, here + ".offset"),
-                      _int(level, 0, 100, here + ".level")))
+        offset = _int(offset, low, high, here + ".offset")
+        steps.append(anchor | (offset + 720) << 2 | _int(level, 0, 100, here + ".level") << 14)
     return tuple(steps)
 
 
@@ -151,7 +154,8 @@ class Schedule:
         self.exceptions = exceptions  # (first, last, weekdays, priority, steps), best first
         self.zones = zones  # (from, offset seconds)
         self.failsafe = failsafe
-        self._sun = {}  # memo: (day, anchor or -1 for noon, lat, lon) -> Unix s
+        self._sun = {}  # memo of _memo(): sun times of days at _place
+        self._place = None
 
     def utc_offset(self, unix: int) -> int:
         """Seconds east of UTC in force at a Unix time."""
@@ -171,20 +175,26 @@ class Schedule:
         return self.steps
 
     def _memo(self, day: int, anchor: int, latitude: float, longitude: float) -> int:
-        key = (day, anchor, latitude, longitude)
+        # Small ints only (a 2026 Unix time or a float would be a heap object each): the
+        # key packs day and anchor, the value is seconds after the day before's midnight,
+        # and the memo holds one place (a node has one).
+        if self._place != (latitude, longitude):
+            self._place = (latitude, longitude)
+            self._sun = {}
+        key = day * 4 + anchor + 1
         found = self._sun.get(key)
-        if found is None:
-            if anchor < 0:
-                found = solar_noon(day, longitude)
-            else:
-                rising = anchor == AT_DAWN
-                found = sun_event(day, latitude, longitude, ZENITH_SUNRISE, rising)
-            if len(self._sun) >= _CACHE_SIZE:
-                # Forget the oldest days (time moves on), not the lot: the next level()
-                # would have to compute them all again in one go.
-                for old in sorted(self._sun)[:_CACHE_SIZE // 4]:
-                    del self._sun[old]
-            self._sun[key] = found
+        if found is not None:
+            return found if found < 0 else (day - 1) * 86400 + found
+        if anchor < 0:
+            found = solar_noon(day, longitude)
+        else:
+            found = sun_event(day, latitude, longitude, ZENITH_SUNRISE, anchor == AT_DAWN)
+        if len(self._sun) >= _CACHE_SIZE:
+            # Forget the oldest days (time moves on), not the lot: the next level()
+            # would have to compute them all again in one go.
+            for old in sorted(self._sun)[:_CACHE_SIZE // 4]:
+                del self._sun[old]
+        self._sun[key] = found if found < 0 else found - (day - 1) * 86400
         return found
 
     def _sun_at(self, day: int, anchor: int, latitude: float, longitude: float) -> int:
@@ -200,9 +210,9 @@ class Schedule:
             return midnight
         return min(event, midnight) if anchor == AT_DUSK else max(event, midnight)
 
-    def resolve(self, day: int, step: tuple, latitude: float, longitude: float) -> int:
-        """Unix time of one step of a local day's profile."""
-        anchor, offset, _level = step
+    def resolve(self, day: int, step: int, latitude: float, longitude: float) -> int:
+        """Unix time of one (parsed) step of a local day's profile."""
+        anchor, offset = step & _ANCHOR, (step >> 2 & 0xFFF) - 720
         if anchor == AT_TIME:
             local = day * 86400 + offset * 60
             return local - self.utc_offset(local - self.utc_offset(local))
@@ -219,7 +229,7 @@ class Schedule:
         today = (unix + self.utc_offset(unix)) // 86400
         for day in range(today - 2, today + 2):
             for step in self.profile(day):
-                if step[0] != AT_TIME:
+                if step & _ANCHOR != AT_TIME:
                     known = len(self._sun)
                     self.resolve(day, step, latitude, longitude)
                     if len(self._sun) != known:
@@ -235,16 +245,17 @@ class Schedule:
             profile = self.profile(day)
             uses_sun = False
             for step in profile:
-                uses_sun = uses_sun or step[0] != AT_TIME
+                uses_sun = uses_sun or step & _ANCHOR != AT_TIME
             for index, step in enumerate(profile):
                 at = self.resolve(day, step, latitude, longitude)
                 if at > unix:
                     continue
-                key = (at, day, 1 if step[0] == AT_DUSK else 0, index)
+                anchor = step & _ANCHOR
+                key = (at, day, 1 if anchor == AT_DUSK else 0, index)
                 if best is None or key > best:
-                    best, level, guarded = key, step[2], uses_sun
-                if step[0] != AT_TIME and (sun_best is None or key > sun_best):
-                    sun_best, sun_level = key, step[2]
+                    best, level, guarded = key, step >> 14, uses_sun
+                if anchor != AT_TIME and (sun_best is None or key > sun_best):
+                    sun_best, sun_level = key, step >> 14
         if guarded and sun_level == 0:
             return 0  # a clock step of a sun-following profile never lights the day
         return level

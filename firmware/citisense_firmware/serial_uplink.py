@@ -45,6 +45,23 @@ class UartStream:
         await asyncio.sleep(0)
 
 
+class Rs485Writer:
+    """Drives the transceiver only while sending: the bus is shared with other nodes."""
+
+    def __init__(self, uart, enable) -> None:
+        self._uart = uart
+        self._enable = enable
+
+    def write(self, data: bytes) -> None:
+        self._enable.value(1)
+        self._uart.write(data)
+        self._uart.flush()  # returns once the last bit left: then release the bus
+        self._enable.value(0)
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+
 class SerialLink:
     def __init__(
         self, reader, writer, downlink, store, batch: int = 4, ack_timeout: float = 2

@@ -12,21 +12,22 @@ never a crash.
 
 Flash-write budget. New messages wait in RAM and go to flash only once the oldest of
 them has waited `flush_interval` seconds (default 60) unacknowledged, or when they fill
-`ram_bytes` (default 2 KiB, about 28 telemetry messages). While the uplink works,
-messages are acknowledged within seconds and the store writes nothing. While it is down,
-a flush at most once per interval appends the waiting messages (one file write per
-`segment_records` messages), rewrites the index when acks or drops moved the head, and
-deletes segments fully sent or dropped; a RAM overflow between flushes appends only.
-Measured with a fake clock, 73-byte messages, polled every second (CPython and MicroPython
-run the same code): uplink up, one message a minute: 0 writes/hour; uplink down, one a
-minute: 60 writes/hour; one every 10 s (the 256-message store fills and drops): about 90;
-one a second, far above any role's rate: about 450. On LittleFS (the ESP32 default) a
-small append or rewrite costs one or two 4 KiB block erases, and wear levelling spreads
-them over the ~500 blocks of the 2 MiB filesystem partition. At 90 writes/hour that is
-about 0.4 erases per block per hour, so NOR flash rated for 100 000 cycles outlasts
-25 years of continuous outage (6 years at one message a second). The price: a power
-cut loses at most the last minute of unsent messages. Call flush() before a planned
-reboot.
+`ram_bytes` (default 1 KiB, about 14 telemetry messages: some 1.3 KiB of heap). While
+the uplink works, messages are acknowledged within seconds and the store writes nothing.
+While it is down, a flush at most once per interval appends the waiting messages (one
+file write per `segment_records` messages), rewrites the index when acks or drops moved
+the head, and deletes segments fully sent or dropped; a RAM overflow between flushes
+appends only. Measured with a fake clock, 73-byte messages, polled every second (CPython
+and MicroPython run the same code): uplink up, one message a minute: 0 writes/hour;
+uplink down, one a minute: 60 writes/hour; one every 10 s (the 256-message store fills
+and drops): about 90; one a second, far above any role's rate: about 500 (450 with a
+2 KiB buffer, which holds 1.3 KiB more heap during an outage). On LittleFS (the ESP32
+default) a small append or rewrite costs one or two 4 KiB block erases, and wear
+levelling spreads them over the ~500 blocks of the 2 MiB filesystem partition. At 90
+writes/hour that is about 0.4 erases per block per hour, so NOR flash rated for 100 000
+cycles outlasts 25 years of continuous outage (5 years at one message a second). The
+price: a power cut loses at most the last minute of unsent messages. Call flush()
+before a planned reboot.
 """
 
 import binascii
@@ -61,7 +62,7 @@ class Store:
         capacity: int = 256,
         segment_records: int = 32,
         flush_interval: int = 60,
-        ram_bytes: int = 2048,
+        ram_bytes: int = 1024,
         clock=ticks_ms,
     ) -> None:
         if capacity < 1 or segment_records < 1:

@@ -175,7 +175,7 @@ AIR_SCRIPT = """
 import json
 from citisense_firmware import air_quality as aq
 from citisense_firmware import eaqi
-from citisense_firmware.backoff import Backoff
+from citisense_firmware.mqtt import Backoff
 cycle = aq.PmCycle(period_s=120, warmup_s=20, measure_s=15)
 out = []
 for now in range(600):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citisense_firmware.backoff import Backoff
+from citisense_firmware.mqtt import Backoff
 
 
 def test_ceiling_doubles_up_to_the_cap() -> None:

@@ -9,14 +9,19 @@ an independent encoding of the same datasheet.
 from __future__ import annotations
 
 import asyncio
+import calendar
+import datetime as dt
 import importlib
 import struct
 import sys
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from citisense_boards import sensors
 from citisense_boards.definitions import load
@@ -31,7 +36,8 @@ BOARD: dict[str, Any] = {
              "i2c_sda": 21, "i2c_scl": 22, "pm_tx": 17, "pm_rx": 16},
     "buses": {"i2c": {"id": 0, "freq": 100000}, "pm_uart": {"id": 2, "baud": 9600}},
     "drivers": {"lamp": "pwm", "light": "adc", "power": "ina219", "magnetometer": "qmc5883l",
-                "indicator": "ws2812", "pm": "pms5003", "climate": "bme280", "no2": "adc"},
+                "indicator": "ws2812", "pm": "pms5003", "climate": "bme280", "no2": "adc",
+                "rtc": "pcf8563"},
 }
 CONDITIONS = {"celsius": 21.5, "pascal": 101_325.0, "humidity": 55.0}
 
@@ -40,10 +46,12 @@ class Bus:
     """I2C devices by address, each a sensor model with its register image."""
 
     def __init__(self) -> None:
+        self.street = 1_800_000_000.0  # the street's time, which the RTC chip counts
         self.bme = sensors.BME280()
         self.qmc = sensors.QMC5883L()
-        self.images = {self.bme.ADDRESS: bytearray(self.bme.registers()),
-                       self.qmc.ADDRESS: bytearray(self.qmc.registers())}
+        self.rtc = sensors.PCF8563(lambda: self.street)
+        self.models: dict[int, Any] = {m.ADDRESS: m for m in (self.bme, self.qmc, self.rtc)}
+        self.images = {address: bytearray(m.registers()) for address, m in self.models.items()}
         self.field_ut = (16.0, 2.0, -44.0)
         self.writes: list[tuple[int, int, bytes]] = []
 
@@ -53,6 +61,8 @@ class Bus:
         data = self.qmc.data_registers(self.field_ut, CONDITIONS["celsius"])
         if data is not None:
             self.images[self.qmc.ADDRESS][0:9] = data
+        if self.rtc.ADDRESS in self.images:
+            self.images[self.rtc.ADDRESS][:] = self.rtc.registers()
 
 
 class Machine(types.ModuleType):
@@ -116,9 +126,7 @@ class Machine(types.ModuleType):
                 if address not in machine.bus.images:
                     raise OSError(19)
                 machine.bus.writes.append((address, register, bytes(data)))
-                model = machine.bus.bme if address == machine.bus.bme.ADDRESS else \
-                    machine.bus.qmc
-                model.on_write(register, bytes(data))
+                machine.bus.models[address].on_write(register, bytes(data))
 
         class UART:
             def __init__(self, bus: int, baud: int, tx: int, rx: int) -> None:
@@ -136,7 +144,16 @@ class Machine(types.ModuleType):
                 out, self.rx = self.rx[:size], self.rx[size:]
                 return out
 
+        class RTC:
+            """The ESP32's clock: Unix seconds in machine.clock (time.time() reads it)."""
+
+            def datetime(self, fields: tuple[int, ...]) -> None:
+                y, mo, d, _weekday, h, mi, sec, _ = fields
+                machine.clock = calendar.timegm((y, mo, d, h, mi, sec))
+
+        self.clock = 946_684_800  # 2000-01-01: an ESP32 after power-on
         self.Pin, self.PWM, self.ADC, self.I2C, self.UART = Pin, PWM, ADC, I2C, UART
+        self.RTC = RTC
 
     def reset_cause(self) -> int:
         return self.cause
@@ -163,7 +180,7 @@ def make_hal(board: dict[str, Any] = BOARD) -> Any:
 
 def test_a_board_definition_says_what_is_fitted(machine: Machine) -> None:
     assert set(make_hal().parts) == {"lamp", "light", "power", "magnetometer", "indicator",
-                                     "pm", "climate", "no2", "status_led"}
+                                     "pm", "climate", "no2", "rtc", "status_led"}
     bare = dict(BOARD, pins={"lamp_pwm": 25}, drivers={"lamp": "pwm", "pm": "sds011"})
     assert make_hal(bare).parts == ("lamp",)  # the PM sensor has no UART pins
     virtual = make_hal(load("virtual-esp32"))
@@ -241,3 +258,87 @@ def test_analog_front_ends_and_reset_cause(machine: Machine) -> None:
     assert hal.no2_volts() == (0.64, None)
     assert hal.reset_cause() == messages.RESET_WATCHDOG
     assert asyncio.iscoroutinefunction(hal.network_up)
+
+
+# ---- the RTC chip (PCF8563): firmware codec against the board's model -----------------
+
+pcf8563 = importlib.import_module("citisense_firmware.drivers.pcf8563")
+UNIX_2000, UNIX_2200 = 946_684_800, 7_258_118_400
+times = st.integers(UNIX_2000, UNIX_2200 - 1)
+
+
+@given(times)
+def test_the_rtc_codec_reads_and_writes_what_the_chip_model_holds(unix: int) -> None:
+    assert pcf8563.decode(sensors.encode_pcf8563(unix)) == unix
+    written = pcf8563.encode(unix)
+    assert written[:2] == b"\x00\x00"  # clock running, no test mode, no interrupts
+    assert sensors.decode_pcf8563(written[2:]) == unix
+    sunday_first = (dt.datetime.fromtimestamp(unix, dt.UTC).weekday() + 1) % 7
+    assert written[6] == sunday_first == sensors.encode_pcf8563(unix)[4]
+
+
+@given(times)
+def test_a_chip_that_lost_power_has_no_time(unix: int) -> None:
+    assert pcf8563.decode(sensors.encode_pcf8563(unix, vl=True)) is None
+
+
+@given(st.binary(min_size=7, max_size=7))
+def test_any_register_bytes_decode_to_a_real_time_or_none(regs: bytes) -> None:
+    unix = pcf8563.decode(regs)
+    assert unix is None or sensors.decode_pcf8563(regs) == unix
+    if unix is not None:
+        assert UNIX_2000 <= unix < UNIX_2200
+
+
+def test_rtc_codec_examples_from_the_datasheet() -> None:
+    # 59 s (x101 1001), 23:59, 29 February 2024, VL clear; the century bit is 21xx.
+    assert pcf8563.decode(bytes([0x59, 0x59, 0x23, 0x29, 4, 0x02, 0x24])) == \
+        calendar.timegm((2024, 2, 29, 23, 59, 59))
+    assert pcf8563.decode(bytes([0, 0, 0, 0x01, 5, 0x81, 0x00])) == \
+        calendar.timegm((2100, 1, 1, 0, 0, 0))
+    for bad in ([0x60, 0, 0, 1, 0, 1, 0],  # 60 s
+                [0, 0, 0x24, 1, 0, 1, 0],  # 24 h
+                [0, 0, 0, 0x00, 0, 1, 0],  # day 0
+                [0, 0, 0, 1, 0, 0x13, 0],  # month 13
+                [0, 0, 0, 1, 0, 1, 0x1A],  # not BCD
+                [0, 0, 0, 1, 0, 1, 0xA0],
+                [0, 0, 0, 0x30, 0, 2, 0x24]):  # 30 February
+        assert pcf8563.decode(bytes(bad)) is None, bad
+
+
+@pytest.fixture
+def powered_up(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> Machine:
+    """A board just after a power cut: its ESP32 clock at 2000, time.time() reading it."""
+    monkeypatch.setattr(importlib.import_module("citisense_firmware.hal_machine"), "time",
+                        types.SimpleNamespace(time=lambda: machine.clock, gmtime=time.gmtime))
+    return machine
+
+
+def test_after_a_power_cut_the_time_comes_from_the_rtc_chip(powered_up: Machine) -> None:
+    machine = powered_up
+    hal = make_hal()
+    assert hal.rtc_time() is None  # a new chip: VL set, its time means nothing
+    hal.set_rtc(1_800_000_123)  # a time sync writes both clocks
+    assert not machine.bus.rtc.vl
+    assert machine.clock == 1_800_000_123
+    machine.clock = UNIX_2000  # the power is cut; the chip's battery keeps it counting
+    machine.bus.street += 3600
+    assert hal.rtc_time() == 1_800_003_723
+    assert machine.clock == 1_800_003_723  # and the ESP32's clock is set from it
+
+
+def test_an_rtc_chip_that_fails_or_lost_its_battery_gives_no_time(powered_up: Machine) -> None:
+    machine = powered_up
+    hal = make_hal()
+    hal.set_rtc(1_800_000_000)
+    machine.clock = UNIX_2000
+    machine.bus.rtc.vl = True  # the backup cell ran flat while the power was off
+    assert hal.rtc_time() is None
+    machine.bus.rtc.vl = False
+    machine.bus.images.pop(sensors.PCF8563.ADDRESS)  # the chip does not answer
+    assert hal.rtc_time() is None
+    hal.set_rtc(1_800_000_000)  # nor does writing it fail the time sync
+    assert machine.clock == 1_800_000_000
+    bare = make_hal(dict(BOARD, drivers={"lamp": "pwm"}))
+    machine.clock = UNIX_2000
+    assert bare.rtc_time() is None  # no chip fitted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from citisense_firmware.health import Health, birth_data, reset_code
+from citisense_firmware.uplink import Health, birth_data, reset_code
 from citisense_protocols import messages
 
 

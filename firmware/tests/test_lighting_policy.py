@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import schedule
-from citisense_firmware.lamp import FAULT_LAMP_OUT, FAULT_OVERHEAT, OVERHEAT_CAP
-from citisense_firmware.lighting_policy import (
+from citisense_firmware.lamp import (
+    FAULT_LAMP_OUT,
+    FAULT_OVERHEAT,
+    OVERHEAT_CAP,
     SOURCE_AMBIENT,
     SOURCE_FAILSAFE,
     SOURCE_FAULT,
@@ -149,7 +151,7 @@ FIRMWARE = Path(__file__).resolve().parents[1] / "citisense_firmware"
 POLICY_SCRIPT = """
 import json
 from citisense_firmware import lamp, schedule
-from citisense_firmware.lighting_policy import FailsafePolicy, protect, target_level
+from citisense_firmware.lamp import FailsafePolicy, protect, target_level
 policy = FailsafePolicy(90, 30, 60)
 evening = schedule.parse({0: 7, 1: [[1, 0, 100], [0, 1380, 50], [0, 300, 100], [2, 0, 0]],
                           3: [[0, 60], [1774746000, 120], [1792890000, 60]], 4: 80})

@@ -178,6 +178,21 @@ def test_warming_leaves_nothing_for_level_to_compute(
     assert level == schedule.parse(obj).level(unix, latitude, longitude)
 
 
+@settings(max_examples=100, deadline=None)
+@given(unix=times, here=st.tuples(latitudes, longitudes), there=st.tuples(latitudes, longitudes),
+       days=st.integers(-3, 3))
+def test_one_schedule_answers_anywhere_as_a_fresh_one(
+    unix: int, here: tuple[float, float], there: tuple[float, float], days: int
+) -> None:
+    """The sun memo holds one place: asked about another, it starts again, never answers
+    with the first place's sun times."""
+    running = schedule.parse({0: 1, 1: EVENING, 3: CET_2026})
+    for (latitude, longitude), when in ((here, unix), (there, unix + days * 86400),
+                                        (here, unix - days * 3600)):
+        fresh = schedule.parse({0: 1, 1: EVENING, 3: CET_2026}).level(when, latitude, longitude)
+        assert running.level(when, latitude, longitude) == fresh
+
+
 @settings(max_examples=400, deadline=None)
 @given(unix=times, latitude=latitudes, longitude=longitudes)
 def test_sun_following_profile_lights_the_night_and_only_the_night(
@@ -319,3 +334,21 @@ def test_schedule_levels_on_micropython_match_cpython(mp: Any) -> None:
     assert board == run_on_cpython(script)
     levels = json.loads(board)
     assert len(levels) == 2 * 4 * 16 and {0, 50, 100} <= {v for row in levels for v in row}
+
+
+@given(anchor=st.integers(0, 2), offset=st.integers(-720, 1439), level=st.integers(0, 100),
+       day=st.integers(19000, 24000))
+def test_a_parsed_step_keeps_its_anchor_offset_and_level(
+    anchor: int, offset: int, level: int, day: int
+) -> None:
+    """Steps are packed into small ints on the node: every field survives, at its limits."""
+    low, high = ((0, 1439), (-720, 720), (-720, 720))[anchor]
+    assume(low <= offset <= high)
+    parsed = schedule.parse({0: 1, 1: [[anchor, offset, level]]})
+    assert parsed.level(day * 86400 + 43200, 52.0, 5.0) == level  # one step: always its level
+    if anchor == schedule.AT_TIME:
+        assert parsed.resolve(day, parsed.steps[0], 52.0, 5.0) == day * 86400 + offset * 60
+    else:
+        sun = parsed.resolve(day, parsed.steps[0], 52.0, 5.0)
+        without_offset = schedule.parse({0: 1, 1: [[anchor, 0, level]]})
+        assert sun - without_offset.resolve(day, without_offset.steps[0], 52.0, 5.0) == offset * 60

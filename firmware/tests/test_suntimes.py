@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citisense_boards.mpvm import run_on_cpython
-from citisense_firmware import suntimes
+from citisense_firmware import civil, suntimes
 from citisense_firmware.suntimes import NEVER_RISES, NEVER_SETS, ZENITH_SUNRISE
 
 UTC = dt.UTC
@@ -298,3 +298,11 @@ def test_sun_times_on_micropython_match_cpython(mp: Any) -> None:
         for a, b in zip(ours, theirs, strict=True):
             # Polar sentinels agree exactly; times within a second (libm rounding).
             assert a == b if min(a, b) < 0 else abs(a - b) <= 1
+
+
+@given(st.integers(-719162, 2932896))  # 0001-01-01 .. 9999-12-31, what datetime spans
+def test_the_civil_calendar_both_ways_matches_datetime(days: int) -> None:
+    """The RTC driver turns dates into day numbers, the schedule day numbers into dates."""
+    date = dt.date(1970, 1, 1) + dt.timedelta(days=days)
+    assert civil.civil_from_days(days) == (date.year, date.month, date.day)
+    assert civil.days_from_civil(date.year, date.month, date.day) == days

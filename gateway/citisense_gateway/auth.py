@@ -7,12 +7,17 @@ pads are hashed once per node key, and the one canonical COSE layout is matched 
 byte. Anything the fast path refuses is handed to citisense_protocols.mac, which either
 raises the precise error or, should the two ever disagree, has the last word.
 tests/test_auth.py checks both agree on valid, mutated and random messages.
+
+The ingest lane goes one step further for telemetry (uplink.Shape): a pattern built by
+usual_pattern matches the whole message, layout and body at once, and verify_usual then
+only hashes and compares.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 from citisense_protocols import mac
 
@@ -61,6 +66,21 @@ def unwrap(message: bytes) -> tuple[bytes, bytes]:
     return message[start:stop], message[stop + 1 :]
 
 
+# The usual layout: a body of 24 to 255 bytes, so a two-byte bstr head.
+USUAL_HEAD = 5  # bytes before the body
+USUAL_TAIL = 9  # bytes after it: the tag's head and the tag
+
+
+def usual_pattern(body_size: int, body: bytes) -> bytes:
+    """A regular expression (bytes) of the COSE_Mac0 messages in the usual canonical layout
+    whose body of body_size bytes (24 to 255) matches `body`: with MacKey.verify_usual, what
+    MacKey.open takes, their body checked by the same match."""
+    assert 24 <= body_size <= 0xFF
+    head = _HEAD + bytes((0x58, body_size))
+    tag = re.escape(bytes((_TAG_HEAD,))) + b"(?s:.{%d})" % mac.TAG_LENGTH
+    return re.escape(head) + b"(?:" + body + b")" + tag
+
+
 class MacKey:
     """One node's key with its HMAC pads hashed once."""
 
@@ -83,6 +103,14 @@ class MacKey:
 
     def check(self, body: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(self.tag(body), tag)
+
+    def verify_usual(self, message: bytes) -> bool:
+        """This key made the tag of `message`, which a usual_pattern matched."""
+        inner = self._inner.copy()
+        inner.update(message[3:-USUAL_TAIL])
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return hmac.compare_digest(outer.digest()[: mac.TAG_LENGTH], message[-mac.TAG_LENGTH :])
 
     def open(self, message: bytes) -> bytes | None:
         """The body of `message` if this key made its tag, else None; DecodeError if malformed.

@@ -13,8 +13,11 @@ import argparse
 import asyncio
 import datetime as dt
 import getpass
+import grp
 import json
 import os
+import pwd
+import stat
 import sys
 import time
 import tomllib
@@ -158,34 +161,125 @@ async def _node_remove(args: argparse.Namespace, store: Store) -> int:
 
 
 # -- broker files ---------------------------------------------------------------------------
+# passwd and acl are for the broker's eyes only. Mosquitto 2 started as root (as Debian's
+# service starts it) reads them after switching to its `user` (default mosquitto): written as
+# root, they belong to that user and its group, mode 0640, readable by nobody else.
+# gateway.password is the gateway's: owned by whoever runs this command, mode 0600.
+def _system_user(name: str) -> tuple[int, int, list[int]] | None:
+    """uid, primary gid and every group of a system user; None if there is no such user."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid, os.getgrouplist(name, entry.pw_gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a name (containers)
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _closed_to(directory: Path, uid: int, gids: list[int]) -> Path | None:
+    """The first directory on the way from / to `directory` that user uid may not enter."""
+    if uid == 0:
+        return None
+    for d in [*reversed(directory.parents), directory]:
+        st = d.stat()
+        if st.st_uid == uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in gids:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return d
+    return None
+
+
+def _write_file(path: Path, text: str, mode: int, owner: tuple[int, int] | None) -> None:
+    # Aside, then renamed: a broker reloading meanwhile reads the old file or the new. The
+    # aside file is new (a leftover would keep its old mode and owner) and never readable
+    # by anyone else before it has its owner and mode.
+    aside = path.with_name(f".{path.name}.tmp")
+    aside.unlink(missing_ok=True)
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(fd, "w") as handle:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        handle.write(text)
+    aside.replace(path)
+
+
 async def _broker_config(args: argparse.Namespace, store: Store) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out).absolute()  # the broker resolves relative paths from its own cwd
+    broker_user = args.broker_user
+    account = _system_user(broker_user)
+    me = os.geteuid()
+    my_name = _user_name(me)
+    warnings = []
+    owner: tuple[int, int] | None = None
+    if account is None:
+        warnings.append(f"no system user {broker_user!r} here: passwd and acl are left to "
+                        f"{my_name} (mode 0600) and Mosquitto started as root cannot read "
+                        "them; create the user or name the broker's with --broker-user")
+    elif me in (0, account[0]):
+        owner = account[0], account[1]
+    else:
+        warnings.append(f"not run as root: passwd and acl are left to {my_name} (mode 0600), "
+                        f"and only a Mosquitto running as {my_name} can read them; run "
+                        f"broker-config as root to give them to {broker_user}")
+    if not out.is_dir():
+        out.mkdir(parents=True)
+        if owner is not None and me == 0:  # root:<broker group> 0750: the broker may enter
+            os.chown(out, 0, owner[1])
+            out.chmod(0o750)
+    if account is not None and (closed := _closed_to(out, account[0], account[2])):
+        warnings.append(f"user {broker_user} may not enter {closed}: Mosquitto cannot read "
+                        f"passwd and acl there (allow it, e.g. chmod o+x {closed}, or choose "
+                        "another --out)")
     # The running gateway keeps the password it started with: rewriting the files after
-    # provisioning (then reloading the broker) must not lock it out. Rotate on request.
+    # provisioning (then reloading the broker) must not lock it out. Rotate on request: a
+    # gateway reading mqtt.password_file rereads it when the broker refuses the old one.
     kept = out / "gateway.password"
     password = "" if args.new_gateway_password or not kept.is_file() else kept.read_text().strip()
-    state = "kept" if password else "new: restart the gateway after the broker reload"
+    state = ("kept" if password else "new: reload the broker; a gateway reading it through "
+             "mqtt.password_file rereads it when the broker refuses the old one")
     password = password or acl.new_password()
     accounts = [acl.gateway_account(args.gateway_user, acl.hash_password(password))]
     accounts += [acl.node_account(n.node_id, n.broker_hash) for n in await store.nodes()]
+    broker_mode = 0o640 if owner is not None else 0o600
     files = {
-        "passwd": acl.password_file(accounts),
-        "acl": acl.acl_file(accounts),
-        "mosquitto.conf": acl.mosquitto_conf(port=args.port, bind=args.bind,
-                                             password_path=str(out / "passwd"),
-                                             acl_path=str(out / "acl")),
-        "gateway.password": password + "\n",
+        "passwd": (acl.password_file(accounts), broker_mode, owner),
+        "acl": (acl.acl_file(accounts), broker_mode, owner),
+        "mosquitto.conf": (acl.mosquitto_conf(port=args.port, bind=args.bind,
+                                              password_path=str(out / "passwd"),
+                                              acl_path=str(out / "acl"), user=broker_user),
+                           0o644, None),
+        "gateway.password": (password + "\n", 0o600, None),
     }
-    for name, text in files.items():
-        # Aside, then renamed: a broker reloading meanwhile reads the old file or the new.
-        aside = out / f".{name}.tmp"
-        aside.touch(mode=0o600 if name in ("passwd", "gateway.password") else 0o644)
-        aside.write_text(text)
-        aside.replace(out / name)
+    for name, (text, mode, file_owner) in files.items():
+        _write_file(out / name, text, mode, file_owner)
     await store.audit(_user(args), "broker.config", str(out), {"accounts": len(accounts)})
-    _print({"dir": str(out), "accounts": len(accounts),
-            "gateway_password_file": str(out / "gateway.password"), "gateway_password": state})
+    st = (out / "passwd").stat()
+    report: dict[str, object] = {
+        "dir": str(out), "accounts": len(accounts),
+        "broker_user": broker_user,  # mosquitto.conf says `user <broker_user>`
+        "broker_files": f"passwd, acl: {_user_name(st.st_uid)}:{_group_name(st.st_gid)} "
+                        f"{stat.S_IMODE(st.st_mode):04o}",
+        "gateway_password_file": str(out / "gateway.password"), "gateway_password": state}
+    if warnings:
+        report["warnings"] = warnings
+    _print(report)
     return 0
 
 
@@ -390,9 +484,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--gateway-user", default="gateway")
+    p.add_argument("--broker-user", default="mosquitto",
+                   help="system user Mosquitto runs as once started as root (mosquitto.conf "
+                        "says `user` so; drop that line if your main mosquitto.conf sets it): "
+                        "passwd and acl become its own, mode 0640 (default %(default)s)")
     p.add_argument("--new-gateway-password", action="store_true",
-                   help="rotate the gateway's broker password (restart the gateway after the "
-                        "broker reload); by default the one in --out/gateway.password is kept")
+                   help="rotate the gateway's broker password (then reload the broker: a "
+                        "gateway reading --out/gateway.password as mqtt.password_file rereads "
+                        "it when the broker refuses the old one); by default it is kept")
 
     sched = add("schedule", None, "lighting schedules")
     ssub = sched.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")

@@ -11,14 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Protocol
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
 
+from citisense_gateway.mqtt_client import CREDENTIALS_REFUSED, renewed_password
 from citisense_gateway.store.base import IngestBatch
 from citisense_protocols import topics
 
 log = logging.getLogger("citisense.downlink")
+
+
+def _credentials_refused(err: aiomqtt.MqttError) -> bool:
+    if not isinstance(err, MqttConnectError):
+        return False
+    rc = err.rc
+    return (rc.value if isinstance(rc, ReasonCode) else rc) in CREDENTIALS_REFUSED
 
 
 class FrameSink(Protocol):
@@ -32,9 +43,12 @@ class Downlinks:
 
     def __init__(self, host: str, port: int, *, client_id: str, username: str | None,
                  password: str | None, protocol: int = 5, tls: ssl.SSLContext | None = None,
-                 publish_timeout: float = 10.0) -> None:
+                 publish_timeout: float = 10.0,
+                 reread_password: Callable[[], str] | None = None) -> None:
+        """`reread_password`: as for MqttIngestLink, read again when the broker refuses."""
         self._host, self._port, self._tls = host, port, tls
         self._client_id, self._username, self._password = client_id, username, password
+        self._reread_password = reread_password
         self._protocol = (aiomqtt.ProtocolVersion.V5 if protocol == 5
                           else aiomqtt.ProtocolVersion.V311)
         self._client: aiomqtt.Client | None = None
@@ -71,6 +85,12 @@ class Downlinks:
                     await self._lost.wait()  # a failed publish means the connection is gone
             except aiomqtt.MqttError as err:
                 log.warning("downlink connection: %s", err)
+                if _credentials_refused(err):
+                    password = renewed_password(self._reread_password, self._password,
+                                                "downlink")
+                    if password is not None:
+                        self._password = password
+                        continue  # at once (the finally clause runs first)
             finally:
                 self._ready.clear()
                 self._client = None

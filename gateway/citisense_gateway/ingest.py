@@ -62,10 +62,12 @@ SLICE = 200  # messages taken between two turns of the event loop (a few millise
 KIND_NAMES = {kind: messages.KIND_NAMES[kind] for kind in uplink.UPLINK_KINDS}
 
 
-# A telemetry topic's lane: node, its key's MacKey.open, the pattern of its role's plainly
-# valid telemetry, the JSON of its data as a format of integers, its replay window, whether
-# it is a parking node (twin.learn reads its telemetry).
-_Lane = tuple[int, Callable[[bytes], bytes | None], re.Pattern[bytes], str, ReplayWindow, bool]
+# A telemetry topic's lane: node, its key's MacKey.verify_usual, the shapes of its telemetry
+# seen so far (uplink.Shape, by message size), its key's MacKey.open, the pattern of its
+# role's plainly valid telemetry, the JSON of its data as a format of integers, its replay
+# window, whether it is a parking node (its telemetry tells the bay's state).
+_Lane = tuple[int, Callable[[bytes], bool], dict[int, uplink.Shape],
+              Callable[[bytes], bytes | None], re.Pattern[bytes], str, ReplayWindow, bool]
 # The lane reads bodies by these keys as literals.
 assert (messages.KEY_NODE, messages.KEY_BOOT, messages.KEY_SEQ, messages.KEY_TS,
         messages.KEY_TQ, messages.KEY_DATA) == (2, 3, 4, 5, 6, 7)
@@ -356,8 +358,10 @@ class Ingest:
         node, a counter already seen, a will, a serial frame), at the end of a slice or when
         the batch is full.
         Telemetry, nearly all of the traffic, takes its lane (_Lane): everything known of
-        its topic looked up at once, the body checked by one pattern match, rows and twin
-        updates written here.
+        its topic looked up at once, rows and twin updates written here. A message of a
+        shape the lane has seen (uplink.Shape) is checked whole by one pattern match, its
+        tag verified and its values unpacked at once; any other is opened, matched against
+        its role's telemetry pattern and decoded by cbor2, and teaches the lane its shape.
         """
         batch = self._batch
         items = chunk.items
@@ -385,27 +389,42 @@ class Ingest:
             topic = item.topic
             lane = lanes.get(topic) if topic is not None else None
             if lane is not None:
-                node, opener, pattern, layout, lane_window, parking = lane
-                try:
-                    raw = opener(item.payload)
-                except DecodeError:
-                    raw = None
+                node, verify, shapes, opener, pattern, layout, lane_window, parking = lane
+                payload = item.payload
+                # A shape of this node's telemetry: one match checks layout and values.
+                shape = shapes.get(len(payload))
+                if (shape is not None and shape.pattern.fullmatch(payload) is not None
+                        and verify(payload)):
+                    values = shape.unpack(payload)
+                    if shape.fixes:
+                        values = uplink.shaped_values(shape, payload)
+                else:
+                    try:
+                        raw = opener(payload)
+                    except DecodeError:
+                        raw = None
+                    values = None
+                    if raw is not None and pattern.fullmatch(raw) is not None:
+                        body = loads(raw)
+                        values = (body[2], body[3], body[4], body[5], body[6], *body[7])
+                        shape = uplink.telemetry_shape(values, len(raw))
+                        if shape is not None:
+                            shapes[len(payload)] = shape
                 # Anything but plainly valid, fresh telemetry: the general path below.
-                if raw is not None and pattern.fullmatch(raw) is not None:
-                    body = loads(raw)
-                    boot = body[3]
-                    seq = body[4]
+                if values is not None:
+                    boot = values[1]
+                    seq = values[2]
                     counter = (boot << 32) | seq
                     highest = lane_window.highest
-                    if body[2] == node and counter > highest:
+                    if values[0] == node and counter > highest:
                         # ReplayWindow.accept, for a new highest counter
                         shift = counter - highest
                         lane_window.seen = (((lane_window.seen << shift) | 1) & FULL
                                             if shift < WIDTH else 1)
                         lane_window.highest = counter
                         outcomes.append(new(Outcome, (item.packet_id, node, boot, seq, True)))
-                        ts = body[5]
-                        tq = body[6]
+                        ts = values[3]
+                        tq = values[4]
                         if tq:  # not TQ_UPTIME
                             at = ts + 0.0
                             timed = ts
@@ -413,23 +432,25 @@ class Ingest:
                             at = received_at
                         # Validated telemetry holds only integers and nulls: the JSON of its
                         # data is one format, or its repr with null for None.
-                        values = body[7]
+                        readings = values[5:]
                         try:
-                            text = layout % tuple(values)
+                            text = layout % readings
                         except TypeError:
-                            text = repr(values).replace(" ", "").replace("None", "null")
+                            text = repr(list(readings)).replace(" ", "").replace("None", "null")
                         uplinks.append(new(UplinkRow, (
                             node, boot, seq, 2, ts, tq, at, received_at, text, via)))
+                        # twin.learn, for telemetry
                         update = twins.get(node)
-                        if parking:
-                            twins[node] = twin.learn(update, body, received_at, via)
-                        elif update is None:  # twin.learn, for telemetry other than parking's
-                            twins[node] = TwinUpdate(node, received_at, via, True)
+                        if update is None:
+                            update = twins[node] = TwinUpdate(node, received_at, via, True)
                         else:
                             if received_at > update.last_seen:
                                 update.last_seen = received_at
                             update.via = via
                             update.online = True
+                        if parking:
+                            update.bay_state = readings[0]
+                            update.indicator = readings[1]
                         telemetry += 1
                         i += 1
                         continue
@@ -486,7 +507,8 @@ class Ingest:
         window = self._windows.get(node)
         if kind == messages.TELEMETRY and found is not None and window is not None:
             length = TELEMETRY_LENGTH[found.role]
-            self._lanes[topic] = (node, found.mac.open, uplink.telemetry_pattern(length),
+            self._lanes[topic] = (node, found.mac.verify_usual, {}, found.mac.open,
+                                  uplink.telemetry_pattern(length),
                                   "[" + ",".join(["%d"] * length) + "]", window,
                                   found.role == "parking")
 

@@ -56,7 +56,6 @@ _TWIN_FIELDS = operator.attrgetter(*[f.name for f in fields(TwinUpdate)])  # in 
 KEYRING_REFRESH_S = 15.0  # as the gateway's housekeeping: keys added or changed meanwhile
 LOAD_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-GC_YOUNG = 20_000  # allocations between two collections of the youngest generation
 
 
 def client_id(config: GatewayConfig, index: int) -> str:
@@ -65,14 +64,15 @@ def client_id(config: GatewayConfig, index: int) -> str:
 
 def worker_settings(config: GatewayConfig, password: str) -> dict[str, Any]:
     """Every setting of `config` by dotted name, as a worker loads them; the broker password
-    resolved (the worker reads no password file), and nothing a worker must not serve."""
+    resolved (a worker reads mqtt.password_file, if set, only to reread a refused password),
+    and nothing a worker must not serve."""
     values: dict[str, Any] = {}
     for section in fields(config):
         part = getattr(config, section.name)
         for f in fields(part):
             value = getattr(part, f.name)
             values[f"{section.name}.{f.name}"] = list(value) if isinstance(value, tuple) else value
-    return values | {"mqtt.password": password, "mqtt.password_file": "", "serial.ports": [],
+    return values | {"mqtt.password": password, "serial.ports": [],
                      "metrics.port": -1, "api.port": -1}
 
 
@@ -246,16 +246,13 @@ async def _worker(index: int) -> None:
     tls = ssl.create_default_context(cafile=cfg.mqtt.ca_file or None) if use_tls else None
     settings = MqttSettings(
         host, port, client_id(cfg, index), username=cfg.mqtt.username,
-        password=cfg.mqtt_password(), version=cfg.mqtt.protocol, keepalive=cfg.mqtt.keepalive,
+        password=cfg.mqtt.password, version=cfg.mqtt.protocol, keepalive=cfg.mqtt.keepalive,
         clean_start=False, session_expiry=cfg.mqtt.session_expiry,
         receive_maximum=cfg.mqtt.receive_maximum, tls=tls)
     link = MqttIngestLink(settings, cfg.mqtt.share_group, ingest, ingest.metrics,
-                          on_connection=lambda up: reporter.send("up", up))
+                          on_connection=lambda up: reporter.send("up", up),
+                          reread_password=cfg.mqtt_password if cfg.mqtt.password_file else None)
     gc.freeze()  # what loading made lives on: keep it out of every later collection
-    # Each message makes a few container objects (its PUBLISH, body, row, outcome) that live
-    # until its batch commits: with the default threshold (700) the young generation is
-    # collected every ~150 messages and traverses what a batch holds each time.
-    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
     reporter.send("loaded")
     if (await commands.readline()).strip() != b"go":
         os._exit(0)  # the gateway is gone

@@ -75,10 +75,11 @@ class PrivateMosquitto:
             extra += "persistence false\n"
         conf = acl.mosquitto_conf(port=self.port, bind=self.bind,
                                   password_path=str(d / "passwd"), acl_path=str(d / "acl"),
-                                  persistence_path=persistence_path)
-        # Run as whoever runs us: as root, mosquitto would switch to a user that cannot read
-        # this private directory.
-        (d / "mosquitto.conf").write_text(conf + extra + f"user {getpass.getuser()}\n")
+                                  persistence_path=persistence_path,
+                                  # Run as whoever runs us: as root, mosquitto would switch to
+                                  # a user that cannot read this private directory.
+                                  user=getpass.getuser())
+        (d / "mosquitto.conf").write_text(conf + extra)
         with (d / "mosquitto.log").open("ab") as log:  # kept across restarts
             self._process = subprocess.Popen([MOSQUITTO, "-c", str(d / "mosquitto.conf")],
                                              stdout=log, stderr=subprocess.STDOUT)

@@ -17,16 +17,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from citisense_gateway import mqtt_wire as wire
 
+log = logging.getLogger("citisense.mqtt")
+
 
 class MqttError(Exception):
-    """The broker refused or dropped the connection; the message says what to check."""
+    """The broker refused or dropped the connection; the message says what to check.
+    `reason`: the CONNACK reason code when the broker refused the connection."""
+
+    def __init__(self, message: str, reason: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def credentials_refused(self) -> bool:
+        return self.reason in CREDENTIALS_REFUSED
 
 
 CONNACK_REASONS = {
@@ -45,6 +57,30 @@ CONNACK_REASONS = {
     0x95: "packet too large",
     0x97: "quota exceeded",
 }
+# CONNACK reasons (MQTT 3.1.1 and 5) that say the user name or password is not accepted.
+CREDENTIALS_REFUSED = frozenset({4, 5, 0x86, 0x87})
+
+
+def renewed_password(reread: Callable[[], str] | None, used: str | None,
+                     link: str) -> str | None:
+    """After the broker refused the gateway's credentials: the password `reread` finds now
+    (mqtt.password_file, rotated by `broker-config --new-gateway-password`) if it is not the
+    one that was refused; None when there is nothing new to try (retry later as usual)."""
+    if reread is None:
+        return None
+    try:
+        password = reread()
+    except (OSError, ValueError) as err:  # config.ConfigError is a ValueError
+        log.warning("%s: the broker refused the gateway's password, and rereading it "
+                    "failed: %s", link, err)
+        return None
+    if password == used:
+        log.warning("%s: the broker refused the gateway's password; its password file holds "
+                    "the same one", link)
+        return None
+    log.warning("%s: the broker refused the gateway's password; reread its password file, "
+                "which holds a new one: retrying with it", link)
+    return password
 
 
 @dataclass(frozen=True)
@@ -99,10 +135,17 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received_at = asyncio.get_running_loop().time()
+        reader = self._reader
         try:
-            packets = self._reader.feed(data)
+            packets = reader.feed(data)
         except wire.MqttProtocolError as err:
             self._fail(MqttError(f"broker sent malformed MQTT: {err}"))
+            return
+        if not reader.others:  # PUBLISH packets only: nearly every read while ingesting
+            self._unacked += reader.acknowledged
+            if packets:
+                self.on_publish(self, cast(list[wire.Publish], packets))
+            self._pause_if_full()
             return
         publishes: list[wire.Publish] = []
         for packet in packets:
@@ -121,6 +164,9 @@ class MqttConnection(asyncio.Protocol):
                 self._fail(MqttError(f"broker disconnected us (reason 0x{packet.reason:02x})"))
         if publishes:
             self.on_publish(self, publishes)
+        self._pause_if_full()
+
+    def _pause_if_full(self) -> None:
         if self._unacked > self.PAUSE_ABOVE and not self._paused and self._transport:
             self._paused = True
             self._transport.pause_reading()
@@ -169,7 +215,8 @@ class MqttConnection(asyncio.Protocol):
         if connack.reason:
             self.abort()
             why = CONNACK_REASONS.get(connack.reason, f"reason 0x{connack.reason:02x}")
-            raise MqttError(f"broker {s.host}:{s.port} refused client {s.client_id!r}: {why}")
+            raise MqttError(f"broker {s.host}:{s.port} refused client {s.client_id!r}: {why}",
+                            connack.reason)
         self.session_present = connack.session_present
         quota = connack.properties.get(wire.PROP_RECEIVE_MAXIMUM, 65535)
         self.send_maximum = int(quota) if isinstance(quota, int) else 65535

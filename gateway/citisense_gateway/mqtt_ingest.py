@@ -10,6 +10,7 @@ flight, hence the largest batch.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import operator
 import random
@@ -18,7 +19,12 @@ from collections.abc import Callable
 from citisense_gateway import mqtt_wire
 from citisense_gateway.ingest import Ingest, Outcome
 from citisense_gateway.metrics import Metrics
-from citisense_gateway.mqtt_client import MqttConnection, MqttError, MqttSettings
+from citisense_gateway.mqtt_client import (
+    MqttConnection,
+    MqttError,
+    MqttSettings,
+    renewed_password,
+)
 from citisense_protocols import topics
 
 log = logging.getLogger("citisense.mqtt")
@@ -47,8 +53,12 @@ def uplink_filter(share_group: str) -> str:
 
 class MqttIngestLink:
     def __init__(self, settings: MqttSettings, share_group: str, ingest: Ingest,
-                 metrics: Metrics, on_connection: Callable[[bool], None] | None = None) -> None:
+                 metrics: Metrics, on_connection: Callable[[bool], None] | None = None,
+                 reread_password: Callable[[], str] | None = None) -> None:
+        """`reread_password`: where the password comes from (mqtt.password_file), read again
+        when the broker refuses it: a rotated password is used without a restart."""
         self.settings = settings
+        self.reread_password = reread_password
         self.topic_filter = uplink_filter(share_group)
         self.ingest = ingest
         self.metrics = metrics
@@ -90,6 +100,12 @@ class MqttIngestLink:
                     self._sessions.pop(conn, None)
             except MqttError as err:
                 log.warning("ingest cannot connect: %s", err)
+                if err.credentials_refused:
+                    password = renewed_password(self.reread_password, self.settings.password,
+                                                "ingest")
+                    if password is not None:
+                        self.settings = dataclasses.replace(self.settings, password=password)
+                        continue  # at once: a new password, not the refused one again
             # Jitter: gateways restarted together do not reconnect in the same instant.
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)

@@ -222,11 +222,16 @@ class PacketReader:
         self.max_packet = max_packet
         self._rest = bytearray()  # the start of a packet the last chunk did not complete
         self._need = 0  # length the rest must reach to hold that packet (0: unknown yet)
+        # Of the packets the last feed() returned: how many are not PUBLISH, how many are
+        # PUBLISH at QoS 1 or 2 (acknowledged by the receiver).
+        self.others = 0
+        self.acknowledged = 0
 
     def feed(self, data: bytes) -> list[Packet]:
         if self._rest:
             self._rest += data
             if len(self._rest) < self._need:  # a large packet arriving in many chunks
+                self.others = self.acknowledged = 0
                 return []
             buf = bytes(self._rest)
         else:
@@ -239,6 +244,7 @@ class PacketReader:
         common = 0x32 if self.version == MQTT_5 else -1
         max_packet = self.max_packet
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python call, paid per message
+        others = unacknowledged = 0  # counted where they are rare: not in the common case
         while end - pos >= 2:
             first = buf[pos]
             length = buf[pos + 1]
@@ -272,9 +278,14 @@ class PacketReader:
                 packets.append(self._publish(first, buf, i, stop))
             else:
                 packets.append(self._decode(first, buf[i:stop]))
+                others += 1
+            if first >> 4 == PUBLISH and not first & 0x06:  # QoS 0
+                unacknowledged += 1
             pos = stop
         self._rest = bytearray(buf[pos:])
         self._need = need
+        self.others = others
+        self.acknowledged = len(packets) - others - unacknowledged
         return packets
 
     def _decode(self, first: int, body: bytes) -> Packet:

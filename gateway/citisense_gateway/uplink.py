@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import struct
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -125,21 +127,27 @@ def _span_pattern(lo: int, hi: int, width: int) -> bytes:
     return b"(?:" + b"|".join(parts) + b")"
 
 
-def _argument_pattern(major: int, lo: int, hi: int) -> list[bytes]:
-    """Heads of CBOR major type `major` whose shortest-form argument is in lo..hi."""
-    out = []
+def _argument_options(major: int, lo: int, hi: int) -> dict[int, bytes]:
+    """Heads of CBOR major type `major` whose shortest-form argument is in lo..hi, by the
+    width of the argument after the head byte (0: in the head)."""
+    out = {}
     for head, width, first, last in ((-1, 0, 0, 23), (24, 1, 24, 0xFF), (25, 2, 0x100, 0xFFFF),
                                      (26, 4, 0x10000, 0xFFFFFFFF)):
         a, b = max(lo, first), min(hi, last)
         if a > b:
             continue
         if width == 0:
-            out.append(_byte_range(major << 5 | a, major << 5 | b))
+            out[width] = _byte_range(major << 5 | a, major << 5 | b)
         else:
-            out.append(_byte_range(major << 5 | head, major << 5 | head)
-                       + _span_pattern(a, b, width))
+            out[width] = (_byte_range(major << 5 | head, major << 5 | head)
+                          + _span_pattern(a, b, width))
     assert hi <= 0xFFFFFFFF, "a range the pattern does not cover"
     return out
+
+
+def _argument_pattern(major: int, lo: int, hi: int) -> list[bytes]:
+    """Heads of CBOR major type `major` whose shortest-form argument is in lo..hi."""
+    return list(_argument_options(major, lo, hi).values())
 
 
 def _value_pattern(nullable: bool, lo: int, hi: int) -> bytes:
@@ -152,14 +160,16 @@ def _value_pattern(nullable: bool, lo: int, hi: int) -> bytes:
     return b"(?:" + b"|".join(options) + b")"
 
 
+_HEAD = [_MAP_OF_8, 0, messages.VERSION, 1, messages.TELEMETRY]
+assert all(v < 24 for v in _HEAD[2:]), "not one-byte values"
+_ENVELOPE_FIELDS = ((messages.KEY_NODE, _NODE_LO, _NODE_HI),
+                    (messages.KEY_BOOT, _BOOT_LO, _BOOT_HI), (messages.KEY_SEQ, _SEQ_LO, _SEQ_HI),
+                    (messages.KEY_TS, _TS_LO, _TS_HI), (messages.KEY_TQ, _TQ_LO, _TQ_HI))
+
+
 def _telemetry_pattern(layout: tuple[tuple[bool, int, int], ...]) -> re.Pattern[bytes]:
-    head = [_MAP_OF_8, 0, messages.VERSION, 1, messages.TELEMETRY]
-    assert all(v < 24 for v in head[2:]), "not one-byte values"
-    envelope = [(messages.KEY_NODE, _NODE_LO, _NODE_HI), (messages.KEY_BOOT, _BOOT_LO, _BOOT_HI),
-                (messages.KEY_SEQ, _SEQ_LO, _SEQ_HI), (messages.KEY_TS, _TS_LO, _TS_HI),
-                (messages.KEY_TQ, _TQ_LO, _TQ_HI)]
-    pattern = b"".join(_byte_range(b, b) for b in head)
-    for key, lo, hi in envelope:
+    pattern = b"".join(_byte_range(b, b) for b in _HEAD)
+    for key, lo, hi in _ENVELOPE_FIELDS:
         pattern += _byte_range(key, key) + _value_pattern(False, lo, hi)
     pattern += _byte_range(messages.KEY_DATA, messages.KEY_DATA)
     pattern += _byte_range(0x80 | len(layout), 0x80 | len(layout))
@@ -173,6 +183,107 @@ _TELEMETRY_PATTERNS = {length: _telemetry_pattern(layout) for length, layout in 
 def telemetry_pattern(length: int) -> re.Pattern[bytes]:
     """The pattern of plainly valid telemetry with a data array of `length` items."""
     return _TELEMETRY_PATTERNS[length]
+
+
+# Telemetry of one shape: each value's head of one width, so that every field lies at a
+# fixed offset. The ingest lane learns the shapes of each node's telemetry from messages it
+# decoded the long way; a message of a known shape is then checked by one match of its
+# whole COSE_Mac0 and its values unpacked at once (struct), without cbor2. A shape's
+# pattern is the telemetry pattern with one option kept per value: it takes nothing the
+# telemetry pattern refuses, and the values it unpacks are the ones cbor2 decodes.
+_NULL, _NEGATIVE_IN_HEAD, _NEGATIVE = 1, 2, 3  # how an unpacked number becomes the value
+_CODES = {0: "B", 1: "xB", 2: "xH", 4: "xI"}  # struct code of an argument, head included
+_SHAPE_CACHE = 4096  # shapes compiled, whichever nodes use them
+
+
+class Shape(NamedTuple):
+    """One shape of plainly valid telemetry, its message in the canonical COSE_Mac0 layout."""
+
+    pattern: re.Pattern[bytes]  # the whole message
+    unpack: Callable[[bytes], tuple[Any, ...]]  # node, boot, seq, ts, tq, data items...
+    fixes: tuple[tuple[int, int], ...]  # (index, how): values unpack does not give as such
+
+
+def _shape_key(values: tuple[int | None, ...]) -> tuple[int, ...]:
+    """(major type, argument width) of each value, as one number; -1 for null."""
+    key = []
+    for value in values:
+        if value is None:
+            key.append(-1)
+        else:
+            major, n = (0, value) if value >= 0 else (1, -1 - value)
+            key.append(major << 3 | (0 if n < 24 else 1 if n < 0x100 else 2 if n < 0x10000
+                                     else 4))
+    return tuple(key)
+
+
+_SHAPES: dict[tuple[int, ...], Shape | None] = {}
+
+
+def telemetry_shape(values: tuple[int | None, ...], body_size: int) -> Shape | None:
+    """The shape of plainly valid telemetry with these values (node, boot, seq, ts, tq, then
+    its data) and a body of body_size bytes; None where the COSE layout has no fixed head
+    (a body below 24 or above 255 bytes: those take the long way)."""
+    if not 24 <= body_size <= 0xFF:
+        return None
+    key = (body_size, *_shape_key(values))
+    shape = _SHAPES.get(key)
+    if shape is None and key not in _SHAPES:
+        shape = _SHAPES[key] = _compile_shape(key[1:], body_size)
+        if len(_SHAPES) > _SHAPE_CACHE:
+            _SHAPES.clear()
+    return shape
+
+
+def _compile_shape(key: tuple[int, ...], body_size: int) -> Shape | None:
+    layout = _LAYOUTS[len(key) - len(_ENVELOPE_FIELDS)]
+    ranges = [(False, lo, hi) for _, lo, hi in _ENVELOPE_FIELDS] + list(layout)
+    pattern = b"".join(_byte_range(b, b) for b in _HEAD)
+    code = "x" * len(_HEAD)
+    fixes = []
+    for i, (shape, (nullable, lo, hi)) in enumerate(zip(key, ranges, strict=True)):
+        if i < len(_ENVELOPE_FIELDS):
+            before = [_ENVELOPE_FIELDS[i][0]]  # its key
+        elif i == len(_ENVELOPE_FIELDS):
+            before = [messages.KEY_DATA, 0x80 | len(layout)]  # the data's key and array head
+        else:
+            before = []
+        for b in before:
+            pattern += _byte_range(b, b)
+            code += "x"
+        if shape < 0:
+            if not nullable:
+                return None
+            pattern += b"\\xf6"
+            code += "B"
+            fixes.append((i, _NULL))
+            continue
+        major, width = shape >> 3, shape & 7
+        options = (_argument_options(0, max(lo, 0), hi) if major == 0 else
+                   _argument_options(1, -1 - min(hi, -1), -1 - lo) if lo < 0 else {})
+        if width not in options:
+            return None
+        pattern += options[width]
+        code += _CODES[width]
+        if major:
+            fixes.append((i, _NEGATIVE_IN_HEAD if width == 0 else _NEGATIVE))
+    unpack = struct.Struct(">" + "x" * auth.USUAL_HEAD + code + "x" * auth.USUAL_TAIL)
+    if unpack.size != auth.USUAL_HEAD + body_size + auth.USUAL_TAIL:
+        return None  # values that do not fill the body: no message has this shape
+    return Shape(re.compile(auth.usual_pattern(body_size, pattern)), unpack.unpack,
+                 tuple(fixes))
+
+
+def shaped_values(shape: Shape, message: bytes) -> tuple[Any, ...]:
+    """The values of a message that shape.pattern matched: node, boot, seq, ts, tq, data..."""
+    values = shape.unpack(message)
+    if not shape.fixes:
+        return values
+    out = list(values)
+    for i, how in shape.fixes:
+        out[i] = (None if how == _NULL else 0x1F - out[i] if how == _NEGATIVE_IN_HEAD
+                  else -1 - out[i])
+    return tuple(out)
 
 
 def plain_telemetry(body: bytes, node: int, length: int) -> dict[int, Any] | None:

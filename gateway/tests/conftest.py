@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,24 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).parent))  # test modules import gwkit
 
-from gwkit import POSTGRES
+from gwkit import POSTGRES, GatewayCli
+
+from citisense_gateway.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                monkeypatch: pytest.MonkeyPatch) -> GatewayCli:
+    """`citisense gateway ARGS --user tess`, run in-process on a fresh SQLite store."""
+    monkeypatch.setenv("CITISENSE_STORE_URL", f"sqlite:///{tmp_path / 'gw.db'}")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+
+    def invoke(*argv: str) -> tuple[int, list[dict[str, object]], str]:
+        code = main([*argv, "--user", "tess"])
+        out, err = capsys.readouterr()
+        return code, [json.loads(line) for line in out.splitlines()], err
+
+    return invoke
 
 
 @pytest.fixture

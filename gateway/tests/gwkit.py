@@ -16,6 +16,10 @@ from citisense_gateway.simnode import SimNode
 from citisense_gateway.store import open_store
 from citisense_gateway.store.base import Node, Store
 
+# The conftest fixture `cli`: `citisense gateway ARGS --user tess` run in-process, giving
+# (exit code, the JSON lines it printed, what it wrote to stderr).
+GatewayCli = Callable[..., tuple[int, list[dict[str, object]], str]]
+
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 

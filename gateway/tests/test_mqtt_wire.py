@@ -30,16 +30,26 @@ def test_publishes_survive_any_chunking(items: list[tuple[str, bytes, int, int, 
     stream = b"".join(wire.encode_publish(t, p, q, pid, version, r) for t, p, q, pid, r in items)
     reader = wire.PacketReader(version, 1 << 20)
     got: list[wire.Packet] = []
+    acknowledged = 0  # what each feed() says of the packets it returned
+
+    def feed(data: bytes) -> None:
+        nonlocal acknowledged
+        packets = reader.feed(data)
+        assert reader.others == 0
+        acknowledged += reader.acknowledged
+        got.extend(packets)
+
     pos = 0
     for cut in cuts * (len(stream) // max(1, sum(cuts)) + 1):
-        got += reader.feed(stream[pos : pos + cut])
+        feed(stream[pos : pos + cut])
         pos += cut
         if pos >= len(stream):
             break
-    got += reader.feed(stream[pos:])
+    feed(stream[pos:])
     assert [(p.topic, p.payload, p.qos, p.packet_id if p.qos else 0, p.retain)
             for p in got if isinstance(p, wire.Publish)] == [
         (t, pl, q, pid if q else 0, r) for t, pl, q, pid, r in items]
+    assert acknowledged == sum(1 for item in items if item[2])
 
 
 @given(st.binary(max_size=200), st.sampled_from([4, 5]))
@@ -55,7 +65,9 @@ def test_connack_suback_puback_with_properties() -> None:
     connack = bytes([0x20, 9, 1, 0, 6, 0x21, 0x00, 0x14, 0x13, 0x00, 0x3C])
     suback = bytes([0x90, 5, 0x00, 0x07, 0, 0x01, 0x87])
     puback = bytes([0x40, 3, 0x00, 0x09, 0x87])
-    packets = reader.feed(connack + suback + puback + bytes([0xD0, 0]))
+    publish = wire.encode_publish("t", b"x", 1, 5, wire.MQTT_5)
+    packets = reader.feed(connack + suback + puback + bytes([0xD0, 0]) + publish)
+    assert (reader.others, reader.acknowledged) == (4, 1)
     assert packets[0] == wire.Connack(True, 0, {0x21: 20, 0x13: 60})
     assert packets[1] == wire.Suback(7, (1, 0x87))
     assert packets[2] == wire.Puback(9, 0x87)

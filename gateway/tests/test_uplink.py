@@ -78,9 +78,9 @@ def test_plain_telemetry_lane_agrees_with_the_validator(body: dict[Any, Any], le
         assert len(value[messages.KEY_DATA]) == length
 
 
-@given(st.sampled_from([5, 6, 7]), st.data())
-def test_plain_telemetry_lane_takes_all_valid_telemetry_in_deterministic_encoding(
-        length: int, data: st.DataObject) -> None:
+def draw_telemetry(length: int, data: st.DataObject) -> tuple[int, dict[int, Any], bytes]:
+    """(node, body, deterministic CBOR) of valid telemetry with a data array of `length`,
+    its numbers often at the CBOR head-size edges and at their fields' limits."""
     edges = [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1]
     values: list[int | None] = [
         data.draw(st.integers(lo, hi) | st.sampled_from([e for e in edges + [-e for e in edges]
@@ -91,7 +91,13 @@ def test_plain_telemetry_lane_takes_all_valid_telemetry_in_deterministic_encodin
     node = data.draw(st.integers(1, 2**32 - 1) | st.sampled_from(edges[1:]))
     body = messages.uplink(messages.TELEMETRY, node, data.draw(u32), data.draw(u32),
                            data.draw(u32), data.draw(st.integers(0, 2)), values)
-    raw = cbor2.dumps(body, canonical=True)
+    return node, body, cbor2.dumps(body, canonical=True)
+
+
+@given(st.sampled_from([5, 6, 7]), st.data())
+def test_plain_telemetry_lane_takes_all_valid_telemetry_in_deterministic_encoding(
+        length: int, data: st.DataObject) -> None:
+    node, body, raw = draw_telemetry(length, data)
     assert uplink.plain_telemetry(raw, node, length) == body
     assert uplink.plain_telemetry(raw, node + 1, length) is None  # another node's body
 
@@ -168,3 +174,42 @@ def test_rows_use_node_time_only_when_it_is_real(lamp: SimNode) -> None:
 def test_stored_telemetry_is_json(data: list[int | None]) -> None:
     body = messages.uplink(messages.TELEMETRY, 1, 1, 1, 1, 2, data)
     assert json.loads(uplink.to_row(body, 0.0, "mqtt").data) == data
+
+
+@given(st.sampled_from([5, 6, 7]), st.data())
+def test_a_telemetry_shape_takes_what_its_message_holds_and_unpacks_what_cbor2_decodes(
+        length: int, data: st.DataObject) -> None:
+    node, body, raw = draw_telemetry(length, data)
+    key = secrets.token_bytes(32)
+    message = mac.sign(key, raw)
+    decoded = (node, body[3], body[4], body[5], body[6], *body[messages.KEY_DATA])
+    shape = uplink.telemetry_shape(decoded, len(raw))
+    if not 24 <= len(raw) <= 255:  # no fixed COSE head: the long way
+        assert shape is None
+        return
+    assert shape is not None
+    assert shape.pattern.fullmatch(message) is not None
+    assert auth.MacKey(key).verify_usual(message)
+    assert not auth.MacKey(secrets.token_bytes(32)).verify_usual(message)
+    assert uplink.shaped_values(shape, message) == decoded
+    # Whatever else the shape's pattern takes is plainly valid telemetry, unpacked as cbor2
+    # decodes it: each byte of the message changed in turn.
+    for pos in range(len(message) - mac.TAG_LENGTH):
+        changed = bytearray(message)
+        changed[pos] = data.draw(st.integers(0, 255), label=f"byte {pos}")
+        if shape.pattern.fullmatch(changed) is None:
+            continue
+        found, _ = auth.unwrap(bytes(changed))
+        value = uplink.plain_telemetry(found, node, length)
+        if value is None:  # another node's body
+            value = uplink.decode(found, cbor2.loads(found)[messages.KEY_NODE])
+        assert uplink.shaped_values(shape, bytes(changed)) == (
+            value[2], value[3], value[4], value[5], value[6], *value[7])
+
+
+def test_telemetry_shapes_are_refused_for_values_out_of_range() -> None:
+    # Lighting's level (0..100) as a two-byte number, energy null (not nullable: source).
+    assert uplink.telemetry_shape((1000, 1, 30, 1767225600, 2, 300, 0, 0, 0, 0, 0), 40) is None
+    assert uplink.telemetry_shape((1000, 1, 30, 1767225600, 2, 80, None, 0, 0, 0, 0), 40) is None
+    # Values whose encoding does not fill the body size given.
+    assert uplink.telemetry_shape((1000, 1, 30, 1767225600, 2, 80, 0, 0, 0, 0, 0), 60) is None

@@ -18,6 +18,7 @@ fails the test at once, with what it printed.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import io
 import json
@@ -36,6 +37,8 @@ from citisense_tools import cli, commissioning, deploy
 from citisense_tools.board_link import SerialLink
 from citisense_tools.errors import CommandError
 from citisense_tools.flash import flash
+from citisense_tools.power_cut_link import PowerCut as PowerCut  # hilkit.rig.PowerCut
+from citisense_tools.power_cut_link import PowerCutLink
 from citisense_tools.provision import WIFI_PASSWORD_ENV
 from hilkit.console import ConsoleTap, open_pty, open_serial
 from hilkit.station import Station
@@ -58,16 +61,14 @@ ADAPTER_METHODS = {
     "power-cycle": ("power_cycle",),
 }
 FLASH_TIMEOUT_S = 120.0
+# A target of advance_to() that street time has passed by less than this while it was
+# computed (at most a few real milliseconds, times the street's speed) is no jump at all.
+STALE_TARGET_S = 1.0
 FULL_SCALE = 65535
 
 
 class MissingFeature(Exception):
     """A test used a feature it did not declare with @pytest.mark.requires."""
-
-
-class PowerCut(BaseException):
-    """The rig cut the board's power in the middle of a flash (not an Exception: nothing
-    may go on talking to the board after it)."""
 
 
 class LampSample(NamedTuple):
@@ -145,12 +146,26 @@ class Rig:
         self._clock_moved()
 
     def advance(self, street_s: float) -> None:
-        """Jump street time forward, as after a long sleep (before commissioning: any jump)."""
+        """Jump street time forward, as after a long sleep. Backwards only before
+        commissioning (e.g. to set the street's date); after it, ValueError: the board's
+        ticks count street time from its last reset, so a running node would see them go
+        back (its watchdog bites). The commissioning flash resets the board: its ticks
+        start again from there."""
         self.require("street-clock")
+        if street_s < 0 and self.node is not None:
+            if street_s > -STALE_TARGET_S:
+                return  # the target passed while it was computed: no jump
+            now = self.now()
+            raise ValueError(
+                f"street time cannot jump backwards once a node is commissioned: it is "
+                f"{_stamp(now)}, the jump asked for {_stamp(now + street_s)} "
+                f"({street_s:+.0f} s); the board's ticks would go back and its watchdog "
+                "would reset it")
         self.clock.advance(street_s)
         self._clock_moved()
 
     def advance_to(self, unix: float) -> None:
+        """Jump street time to `unix` (Unix seconds); see advance()."""
         self.advance(unix - self.now())
 
     # ---- commissioning -------------------------------------------------------------
@@ -187,8 +202,8 @@ class Rig:
         with self._flashing(), self.console.released():
             link = SerialLink(self.port)
             try:
-                birth = flash(_CuttingLink(link, self, power_cut_after), bundle, Quiet(),
-                              config=config, births=_WatchedBirths(self),
+                birth = flash(PowerCutLink(link, power_cut_after, self.power_cycle), bundle,
+                              Quiet(), config=config, births=_WatchedBirths(self),
                               timeout=FLASH_TIMEOUT_S)
             except CommandError as err:
                 link.close()
@@ -316,29 +331,6 @@ class Rig:
         print(f"$ citisense {' '.join(argv)}\n{text}")
         assert code == 0, f"citisense {argv[0]} failed ({code}):\n{text}"
         return text
-
-
-class _CuttingLink:
-    """A BoardLink whose power goes after `budget` exchanges (None: never)."""
-
-    def __init__(self, link: SerialLink, rig: Rig, budget: int | None) -> None:
-        self.link, self.rig, self.budget = link, rig, budget
-        self.name = link.name
-
-    def exec(self, code: str) -> str:
-        if self.budget is not None:
-            if self.budget == 0:
-                self.link._release()  # the port only: the board is gone
-                self.rig.power_cycle()
-                raise PowerCut
-            self.budget -= 1
-        return self.link.exec(code)
-
-    def reset(self) -> None:
-        self.link.reset()
-
-    def close(self) -> None:
-        self.link.close()
 
 
 class _WatchedBirths:
@@ -536,6 +528,12 @@ _WIPE = deploy.BOARD_REMOVE + """
 for _p in ('/state', '/queue', '/config.json'):
     _rm(_p)
 """
+
+
+def _stamp(unix: float) -> str:
+    """Street time in a message: UTC, to the second, with the Unix seconds."""
+    when = datetime.datetime.fromtimestamp(unix, datetime.UTC)
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC ({unix:.0f})"
 
 
 def load_adapter(spec: str) -> Callable[[], object]:

@@ -164,11 +164,12 @@ def bench_footprint(args: argparse.Namespace) -> tuple[Figures, str]:
         for role, entry in figures.get("roles", {}).items():
             entry["bundle"] = bundle_bytes(role, Path(tmp) / f"bundle-{role}")
     return figures, (
-        "heap: gc.mem_alloc() of the node app on the MicroPython 1.29 VM (python -m "
-        "citisense_tools.bench_node_memory --json: code executed in place from ROMFS for "
-        "the whole period, and loaded from .mpy files), peak before and after each "
-        "collection, against heap_budget_bytes (an ESP32 without PSRAM); bundle: what "
-        "citisense build --role R --board virtual-esp32 makes")
+        "heap: gc.mem_alloc() of the node app with the board's HAL and drivers on the "
+        "MicroPython 1.29 VM (python -m citisense_tools.bench_node_memory --json: code "
+        "executed in place from ROMFS for the whole period, and loaded from .mpy files; "
+        "commands, a link outage in hour 3; the VM collects every 4 KB allocated), peak "
+        "before and after each collection, against heap_budget_bytes (an ESP32 without "
+        "PSRAM); bundle: what citisense build --role R --board virtual-esp32 makes")
 
 
 # -- fleet: commands and storm -----------------------------------------------------------

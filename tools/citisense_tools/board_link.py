@@ -13,6 +13,7 @@ import json
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import serial.tools.list_ports
@@ -172,6 +173,28 @@ class SerialLink:
         """Restart the board as at power-up: a clean start for its application (a soft
         reboot would keep the chip's peripherals and network as the REPL left them)."""
         self.reset()
+
+    def reset_and_listen(self, done: Callable[[str], bool], timeout: float) -> str | None:
+        """Reset as reset() does, then read the board's console until `done(text)` says
+        enough was printed, or `timeout` seconds; the text (the link is done). None: the
+        console could not be read after the reset (a board's own USB port goes away when
+        the chip resets)."""
+        if not self._open:
+            return None
+        port = self._transport.serial
+        seen = b""
+        try:
+            port.write(b"import machine\nmachine.reset()\x04")
+            port.flush()
+            port.timeout = RESEND
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not done(seen.decode("utf-8", "replace")):
+                seen += port.read(4096)
+        except OSError:  # pyserial's SerialException is one
+            return None
+        finally:
+            self._release()
+        return seen.decode("utf-8", "replace")
 
     def _release(self) -> None:
         if self._open:

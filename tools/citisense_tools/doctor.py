@@ -2,7 +2,9 @@
 
 Reads MicroPython's version, free flash and RAM, the installed applications, the config
 (secrets replaced on the board) and the reset cause, then names the problems a
-technician can fix on the spot. The board's application is restarted afterwards.
+technician can fix on the spot. Reading the board stops its application (the node goes
+offline): afterwards doctor resets the board, watches its console until the citisense
+loader says which application it started, and says so.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from citisense_tools.board_link import SerialLink, find_port
 from citisense_tools.board_state import BoardState, probe
 from citisense_tools.deploy import RESERVE
 from citisense_tools.node_config import birth_digest
+
+RESTART_WAIT_S = 20.0  # for the loader to say what it started after doctor's reset
+LOADER = "citisense: "  # how the loader's boot lines begin (app_loader.py)
+# The loader's last boot line: an application started, or none can be.
+LOADER_DONE = (" from slot ", "no complete application", "no ROMFS partition")
 
 RESET_CAUSES = {
     "PWRON_RESET": "power-on", "HARD_RESET": "external reset (button or USB)",
@@ -116,6 +123,40 @@ def report(state: BoardState, port: str) -> list[str]:
     return lines
 
 
+def _loader_lines(console: str) -> list[str]:
+    """The loader's complete lines (a line still arriving may lack the slot's name)."""
+    complete = console[:console.rfind("\n") + 1]
+    return [line.strip() for line in complete.splitlines() if line.startswith(LOADER)]
+
+
+def _loader_done(console: str) -> bool:
+    return any(mark in line for line in _loader_lines(console) for mark in LOADER_DONE)
+
+
+def restart(link: SerialLink, state: BoardState, wait: float = RESTART_WAIT_S) -> str:
+    """Reset the board after the check and say, in words, whether its application is
+    running again (what the loader printed) or the node stays offline."""
+    if not state.loader:
+        link.close()
+        return ("the board was reset after the check; it has no citisense loader, so no "
+                "application runs: the node is offline until citisense flash installs one")
+    console = link.reset_and_listen(_loader_done, wait)
+    if console is None:
+        return ("the board was reset after the check; its console could not be read after "
+                "the reset, so its restart was not seen: run citisense doctor again to check")
+    said = _loader_lines(console)
+    started = [line for line in said if " from slot " in line]
+    if started:
+        return ("the application was stopped for the check and restarted: "
+                f"{started[-1][len(LOADER):]}")
+    if said:
+        return ("the application was stopped for the check; after the reset the loader "
+                f"said \"{said[-1][len(LOADER):]}\": the node is offline")
+    return (f"the application was stopped for the check; after the reset it did not say it "
+            f"started within {wait:.0f} s: the node may be offline until the board is reset "
+            "(press its reset button, or power it off and on)")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "doctor", help="show what a board holds and what is wrong with it",
@@ -131,10 +172,14 @@ def run(args: argparse.Namespace) -> int:
     link = SerialLink(port)
     try:
         state = probe(link)
-    finally:
+    except BaseException:
         link.close()
+        raise
     if args.json:
-        print(json.dumps(dict(dataclasses.asdict(state), problems=problems(state)), indent=1))
+        after = restart(link, state)
+        print(json.dumps(dict(dataclasses.asdict(state), problems=problems(state),
+                              after_check=after), indent=1))
     else:
-        print("\n".join(report(state, port)))
+        print("\n".join(report(state, port)), flush=True)
+        print(f"after check  {restart(link, state)}")
     return 0

@@ -1,6 +1,7 @@
 """`citisense flash`: put a bundle (and the node's config) on a board and commission it.
 
     citisense flash --bundle DIR [--config node-42.json] [--port PATH|auto]
+                    [--broker URL | --no-watch]
     citisense flash --micropython-image FILE [--erase] [--dry-run] --board B | --bundle DIR
 
 Steps: optionally write MicroPython with esptool; read the board; refuse what would not
@@ -8,6 +9,10 @@ run (no MicroPython, wrong board, MicroPython or .mpy version mismatch, another 
 identity, not enough flash); install the bundle in the inactive slot and switch to it
 (deploy.py); reset; wait for the node's birth message and check it is the node expected.
 Any failure before the switch leaves the previous application active.
+
+The birth is watched through the gateway's API (as `citisense login` logged in) or on
+--broker. With neither, the command refuses before touching the board: exit 0 means
+"commissioned". --no-watch flashes without that check, and says what it did not verify.
 """
 
 from __future__ import annotations
@@ -134,8 +139,7 @@ def flash(link: BoardLink, bundle: bundles.Bundle, progress: Progress, *,
     expected = expected_birth(bundle, state, doc)
     if births is None:
         install(link, bundle, state, progress, config=config)
-        progress.step("resetting the board (not waiting for its birth: log in with "
-                      "citisense login, or give --broker)")
+        progress.step("resetting the board (its birth is not watched)")
         link.reset()
         return None
     key = bytes.fromhex(doc["key"]) if doc is not None else None
@@ -169,6 +173,23 @@ def birth_source(args: argparse.Namespace) -> commissioning.BirthSource | None:
     return commissioning.ApiBirthSource(operator_cmds.Api(operator_cmds.api_url(args), token))
 
 
+NOTHING_WATCHES = (
+    "not flashing: nothing would check that the node comes online (nobody is logged in and "
+    "no --broker is given). Log in with `citisense login --api URL` (the gateway's API), or "
+    f"give --broker mqtt://user:password@host:1883 (or set ${BROKER_ENV}), or pass "
+    "--no-watch to flash without that check. The board was not touched.")
+
+
+def unwatched_summary(bundle: bundles.Bundle) -> str:
+    """What a --no-watch flash verified, and what it did not."""
+    return (f"flashed citisense {bundle.version} ({bundle.role} on {bundle.board}) and reset "
+            "the board, NOT commissioned (--no-watch). Verified: the board's MicroPython, "
+            "chip and config match the bundle, and the application arrived intact (SHA-256 "
+            "on the board). Not verified: that the application starts, and that the node "
+            "connects and announces itself as the expected node: check it with `citisense "
+            "nodes` or flash again with a login or --broker")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "flash", help="install a firmware bundle on a board over USB and commission it",
@@ -186,6 +207,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     watch.add_argument("--broker", default=os.environ.get(BROKER_ENV),
                        help="MQTT broker to watch instead, mqtt://user:password@host:1883 "
                             f"(default: ${BROKER_ENV})")
+    watch.add_argument("--no-watch", action="store_true",
+                       help="flash without waiting for the node's birth: nothing checks that "
+                            "the node comes online (without a login or --broker, flash "
+                            "refuses unless this is given)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds to wait for the birth message (default: %(default)s)")
     parser.add_argument("--new-identity", action="store_true",
@@ -200,32 +225,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--baud", type=int, default=esptool_cmd.DEFAULT_BAUD,
                         help="esptool baud rate (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="only show the esptool commands")
+                        help="only show the esptool commands of --micropython-image")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     bundle = bundles.read_bundle(args.bundle) if args.bundle else None
     config = _read_config(args.config) if args.config else None
+    if bundle is None and not args.micropython_image:
+        raise CommandError("give --bundle (from citisense build), or --micropython-image")
+    if args.dry_run and not args.micropython_image:
+        raise CommandError("--dry-run shows the esptool commands of --micropython-image; "
+                           "installing a bundle has no dry run (leave out --dry-run to "
+                           "flash). The board was not touched.")
+    births = None
+    image_only = args.micropython_image and args.dry_run  # returns before the bundle
+    if bundle is not None and not image_only and not args.no_watch:
+        # Decided before anything is written, MicroPython image included: a flash nobody
+        # checks would end with exit 0 and a node that may never come online.
+        births = birth_source(args)
+        if births is None:
+            raise CommandError(NOTHING_WATCHES)
     if args.micropython_image:
         _write_image(args, bundle)
         if args.dry_run or bundle is None:
             return 0
-    elif bundle is None:
-        raise CommandError("give --bundle (from citisense build), or --micropython-image")
     assert bundle is not None
     port = find_port() if args.port == "auto" else args.port
     progress = ConsoleProgress()
     link = SerialLink(port)
     try:
-        birth = flash(link, bundle, progress, config=config, births=birth_source(args),
+        birth = flash(link, bundle, progress, config=config, births=births,
                       timeout=args.timeout, new_identity=args.new_identity)
     except BaseException:
         link.close()
         raise
     if birth is None:
-        print(f"flashed citisense {bundle.version} ({bundle.role} on {bundle.board}); the "
-              "node was not watched coming online")
+        print(unwatched_summary(bundle))
     else:
         print(f"commissioned {commissioning.describe(birth)}")
     return 0

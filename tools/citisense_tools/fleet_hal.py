@@ -1,6 +1,6 @@
 """The HAL of a simulated node: the firmware's Hal interface over a simulated street.
 
-Same methods as citisense_firmware.hal.Hal (the firmware calls them by name), backed by
+The HAL interface of citisense_firmware.hal (the firmware calls it by name), backed by
 citisense_boards.street: time is the street clock (which may run faster than real time),
 readings are the street's light, cars, weather and air as each sensor reports them,
 with noise. Outputs (lamp, bay light, fan, status LED) are recorded with street times so
@@ -25,9 +25,14 @@ from citisense_protocols import messages
 _hal: Any = importlib.import_module("citisense_firmware.hal")
 _lamp: Any = importlib.import_module("citisense_firmware.lamp")
 
-Reset: type[Exception] = _hal.Reset
 TICKS_MASK = (1 << 30) - 1
 ESP32_HEAP_BYTES = 110 * 1024
+
+
+class Reset(Exception):
+    """Raised by a simulated board's reset(): its runner starts the app again."""
+
+
 ROLE_PARTS: dict[str, tuple[str, ...]] = {
     "lighting": (_hal.LAMP, _hal.POWER, _hal.LIGHT, _hal.STATUS_LED),
     "parking": (_hal.MAGNETOMETER, _hal.INDICATOR, _hal.STATUS_LED),

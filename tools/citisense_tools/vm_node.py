@@ -3,14 +3,14 @@
 
 Runs citisense_firmware.app.Node on a scripted HAL (street time `speed` times faster
 than real time, light fading at dusk, a car parking for five minutes in every fifteen,
-steady air) and an in-memory MQTT broker that acknowledges what the node publishes and
-delivers the signed commands it was given at their street times. run() measures the
+steady air) and an in-memory MQTT broker that acknowledges what the node publishes,
+delivers the signed commands it was given at their street times and is out of reach in
+the third street hour (runs longer than that). run() measures the
 heap the way a board needs it: every SAMPLE_MS it reads gc.mem_alloc() (live data plus
-the garbage made since the last collection) and collects, yielding to the VM's event
-loop (where the WebAssembly port runs a requested collection); every LIVE_EVERY samples
-it also reads the live data right after a collection. Each such yield leaves about 30
-bytes behind in this VM (not on a board): measured first and subtracted. Prints one
-JSON line.
+the garbage made since the last collection, at most about GC_THRESHOLD) and collects,
+yielding to the VM's event loop (where the WebAssembly port runs a requested
+collection); every LIVE_EVERY samples it also reads the live data right after a
+collection. Prints one JSON line.
 
     await vm_node.run(role, commands, period_s, speed)
     commands: [[street second, topic, signed message hex], ...]
@@ -23,35 +23,59 @@ import sys
 import time
 from binascii import hexlify, unhexlify
 
-import micropython
-
 TICKS_MASK = (1 << 30) - 1
 SAMPLE_MS = 40
 LIVE_EVERY = 5  # every fifth sample also measures the live data alone
+GC_THRESHOLD = 4096  # bytes allocated between collections
+COMMAND_SPEED = 20  # street seconds per real second while commands arrive
+OUTAGE_S = (7200, 10800)  # street seconds: the radio link is lost in the third hour
 START_UNIX = 1767286800  # 2026-01-01 17:00 UTC, dusk in Amsterdam: the lamp acts
 PARTS = {
-    "lighting": ("lamp", "power", "light", "status_led"),
-    "parking": ("magnetometer", "indicator", "status_led"),
-    "air": ("pm", "climate", "no2", "status_led"),
+    "lighting": ("lamp", "power", "light", "rtc", "status_led"),
+    "parking": ("magnetometer", "indicator", "rtc", "status_led"),
+    "air": ("pm", "climate", "no2", "rtc", "status_led"),
+}
+# The driver modules hal_machine opens for those parts on the boards of boards/.
+DRIVERS = {
+    "lighting": ("ina219", "pcf8563"),
+    "parking": ("qmc5883l", "pcf8563"),
+    "air": ("pm_uart", "bme280", "pcf8563"),
 }
 
 
-def vm_hal(role, speed):
-    """The scripted board; its class is made here so that importing this harness does not
-    import the firmware (the heap baseline is taken before the app is loaded)."""
-    from citisense_firmware.hal import Hal
+def board_code(role):
+    """Import what a board of `role` runs besides the app: its HAL and the drivers it opens.
+    Returns the HAL class."""
+    from citisense_firmware.hal_machine import MachineHal
 
-    class VmHal(Hal):
+    for driver in DRIVERS[role]:
+        __import__("citisense_firmware.drivers." + driver)
+    return MachineHal
+
+
+def scripted_hal(MachineHal):
+    """The scripted board: the board's own MachineHal with the hardware calls scripted.
+    Made here so that importing this harness does not import the firmware (the heap
+    baseline is taken before the app is loaded)."""
+
+    class VmHal(MachineHal):
         def __init__(self, role, speed):
+            MachineHal.__init__(self, {})
             self.parts = PARTS[role]
             self.speed = speed
             self._t0 = time.ticks_ms()
+            self._street0 = 0  # street ms at _t0
             self.level = 0
             self.outputs = 0
             self.fed = 0
 
         def street_ms(self):
-            return time.ticks_diff(time.ticks_ms(), self._t0) * self.speed
+            return self._street0 + time.ticks_diff(time.ticks_ms(), self._t0) * self.speed
+
+        def set_speed(self, speed):
+            self._street0 = self.street_ms()
+            self._t0 = time.ticks_ms()
+            self.speed = speed
 
         def ticks_ms(self):
             return self.street_ms() & TICKS_MASK
@@ -62,14 +86,23 @@ def vm_hal(role, speed):
         def unix(self):
             return START_UNIX + self.street_ms() // 1000
 
+        def rtc_time(self):
+            return None  # power-on: the node takes its time from the network
+
+        def set_rtc(self, unix):
+            pass
+
         async def network_time(self, host):
             return self.unix()
 
+        def reset_cause(self):
+            return 1  # messages.RESET_POWER_ON
+
+        def watchdog_start(self, timeout_ms):
+            pass
+
         def watchdog_feed(self):
             self.fed += 1
-
-        def memory(self):
-            return gc
 
         def lamp_output(self, level):
             self.level = level
@@ -86,6 +119,12 @@ def vm_hal(role, speed):
             parked = 300 <= (self.street_ms() // 1000) % 900 < 600
             return (16000, 2000, -44000 + (30000 if parked else 0) + self.street_ms() % 7)
 
+        def indicator(self, show):
+            pass
+
+        def pm_power(self, on):
+            pass
+
         def pm_reading(self):
             return 8.0 + self.street_ms() % 3, 15.0
 
@@ -95,21 +134,45 @@ def vm_hal(role, speed):
         def no2_volts(self):
             return 0.62, None
 
-    return VmHal(role, speed)
+        def status_led(self, on):
+            pass
+
+        async def network_up(self, wifi):
+            return True
+
+        def rssi(self):
+            return -60
+
+    return VmHal
 
 
 class Broker:
-    """What the node's MQTT client sees of a broker: acks, grants, pongs, commands."""
+    """What the node's MQTT client sees of a broker: acks, grants, pongs, commands; and
+    none of it during the outage (street seconds [start, end)): the connection breaks and
+    no new one opens, so the node's queue fills as on a street whose radio link is lost."""
 
-    def __init__(self, hal, commands):
+    def __init__(self, hal, commands, outage):
         self.hal = hal
         self.commands = commands
+        self.outage = outage
         self.inbox = b""
         self.buffer = b""
         self.ready = asyncio.Event()
         self.published = {}
         self.acks = []
         self.subscribed = False
+        self.connections = 0
+
+    def down(self):
+        return self.outage[0] <= self.hal.street_ms() // 1000 < self.outage[1]
+
+    async def open_connection(self, host, port):
+        if self.down():
+            raise OSError("link down")
+        self.inbox = self.buffer = b""
+        self.subscribed = False
+        self.connections += 1
+        return self, self
 
     def _feed(self, data):
         self.buffer += data
@@ -117,12 +180,22 @@ class Broker:
 
     async def readexactly(self, n):
         while len(self.buffer) < n:
+            if self.down():
+                raise OSError("link down")
             self.ready.clear()
             await self.ready.wait()
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
 
+    async def cut(self):
+        """Break the connection when the outage starts (the reader is waiting for data)."""
+        while not self.down():
+            await asyncio.sleep_ms(5)
+        self.ready.set()
+
     def write(self, data):
+        if self.down():
+            raise OSError("link down")
         self.inbox += data
         while True:
             size, shift, at = 0, 0, 1
@@ -153,7 +226,7 @@ class Broker:
             leaf = body[2:2 + n].decode().split("/")[-1]
             self.published[leaf] = self.published.get(leaf, 0) + 1
             if leaf == "ack":
-                self.acks.append(hexlify(body[4 + n:]).decode())
+                self.acks.append(body[4 + n:])  # hex only when printed: less heap
             if first & 0x06:
                 self._feed(b"\x40\x02" + body[2 + n:4 + n])
         elif kind == 0xC0:
@@ -191,68 +264,71 @@ async def _pause(ms=1):
     await asyncio.sleep_ms(ms)
 
 
-async def _leak_per_pause(pauses=50):
-    """Bytes the VM keeps per suspension of the awaited coroutine (a WebAssembly-port
-    artefact, about 30): measured with nothing running, subtracted from every reading."""
-    await _pause()
-    start = gc.mem_alloc()
-    for _ in range(pauses):
-        await _pause()
-    return (gc.mem_alloc() - start) / pauses
-
-
 async def run(role, commands, period_s, speed):
     """Figures are the node app's alone: taken relative to the heap before the app is
     imported (this harness, the VM's own objects, and a ROMFS image if one is mounted).
-    qstr_info() is printed before the import and at the end (interned names and strings)."""
-    leak = await _leak_per_pause()
+
+    The VM collects after every GC_THRESHOLD bytes allocated (at its next suspension), so
+    a reading is live data plus at most about that much garbage: the heap a board needs
+    if its collector runs as the heap fills. The host must collect its JS garbage often
+    (MicroPythonVM js_gc_ms): each suspension leaves a few bytes referenced from JS."""
+    # C modules on a board, not the app's: os is Python in this VM, machine a stub.
+    import os  # noqa: F401
+
+    import machine  # noqa: F401
+
+    gc.threshold(GC_THRESHOLD)
     await _pause()
     base = gc.mem_alloc()
-    pauses = 1
-    micropython.qstr_info()
 
     def heap():
-        return int(gc.mem_alloc() - base - leak * pauses)
+        return gc.mem_alloc() - base
 
     from citisense_firmware import app
 
-    hal = vm_hal(role, speed)
-    broker = Broker(hal, commands)
-
-    async def open_connection(host, port):
-        return broker, broker
-
-    asyncio.open_connection = open_connection
+    machine_hal = board_code(role)
+    await _pause()
+    before = gc.mem_alloc()
+    scripted = scripted_hal(machine_hal)
+    await _pause()
+    base += gc.mem_alloc() - before  # the scripted HAL's class is the harness's, not a board's
+    # Slowly while the commands arrive (a large schedule is held for seconds only), then
+    # at `speed`: the samples (SAMPLE_MS real time apart) must not step over a command.
+    hal = scripted(role, min(speed, COMMAND_SPEED))
+    commands_until = (max(at for at, _, _ in commands) + 60) * 1000 if commands else 0
+    broker = Broker(hal, commands, OUTAGE_S if period_s > OUTAGE_S[1] else (0, 0))
+    asyncio.open_connection = broker.open_connection
     node = app.Node(hal, "/node", "bench", role)
     node.boot(node._load_config())
     await node.prepared_tick()
     await _pause()
-    pauses += 1
     booted = peak = peak_live = heap()
     samples = 0
     delivery = asyncio.create_task(broker.deliver())
+    cut = asyncio.create_task(broker.cut())
     node._start()
     while hal.street_ms() < period_s * 1000:
+        if hal.speed != speed and hal.street_ms() > commands_until:
+            hal.set_speed(speed)
         peak = max(peak, heap())  # live data and the garbage since the last collection
         samples += 1
         if samples % LIVE_EVERY:
             await _pause(SAMPLE_MS)
         else:
             await _pause()
-            pauses += 1
             peak_live = max(peak_live, heap())
             await asyncio.sleep_ms(SAMPLE_MS)
-        pauses += 1
     node._cancel()
     delivery.cancel()
+    cut.cancel()
     await _pause()
-    pauses += 1
     settled = heap()
-    micropython.qstr_info()
     modules = sorted(name for name in sys.modules if name.startswith("citisense"))
     print(json.dumps({
         "booted": booted, "peak": peak, "peak_live": peak_live, "settled": settled,
-        "samples": samples, "leak_per_pause": leak, "pauses": pauses,
-        "modules": modules, "published": broker.published, "acks": broker.acks,
+        "samples": samples,
+        "modules": modules, "published": broker.published,
+        "acks": [hexlify(ack).decode() for ack in broker.acks],
         "outputs": hal.outputs, "fed": hal.fed, "street_s": hal.street_ms() // 1000,
+        "connections": broker.connections,
     }))

@@ -92,6 +92,21 @@ def test_a_role_without_its_pins_or_drivers_is_named() -> None:
     assert "role lighting needs lamp_pwm" in found and "role air needs driver pm" in found
 
 
+def test_lighting_boards_carry_a_battery_backed_clock_at_its_address() -> None:
+    for name in (*REAL_BOARDS, "virtual-esp32"):
+        board = definitions.load(name)
+        assert board["drivers"]["rtc"] == "pcf8563"
+        assert board["addresses"]["rtc"] == wiring.PCF8563_ADDR
+
+
+def test_an_address_must_be_a_7_bit_one_of_a_named_part() -> None:
+    board: dict[str, Any] = copy.deepcopy(definitions.load("esp32-devkitc"))
+    board["addresses"] = {"rtc": 0xA2, "clock": 0x68}  # the 8-bit write address; no driver
+    found = " ".join(definitions.problems(board))
+    assert "addresses.rtc: 162 is not a 7-bit I2C address" in found
+    assert "addresses.clock: no driver is named for clock" in found
+
+
 def test_lan_pins_must_be_reserved() -> None:
     board: dict[str, Any] = copy.deepcopy(definitions.load("olimex-esp32-poe"))
     del board["reserved"]["phy_power"]

@@ -12,7 +12,7 @@ import pytest
 from citisense_tools.board_state import HIDDEN, probe
 from citisense_tools.bundle import Bundle
 from citisense_tools.deploy import install
-from citisense_tools.doctor import problems, report
+from citisense_tools.doctor import problems, report, restart
 
 pytestmark = pytest.mark.micropython
 
@@ -64,3 +64,58 @@ def test_an_interrupted_flash_and_an_old_micropython_are_named(
     text = "\n".join(report(state, "PORT"))
     assert "slot b       incomplete (an interrupted flash" in text
     assert "MicroPython 1.27.0 is installed; this board's firmware needs 1.29" in text
+
+
+class ResetLink:
+    """A serial link whose board, once reset, prints `console` (None: the port is gone)."""
+
+    def __init__(self, console: str | None) -> None:
+        self.console = console
+        self.calls: list[str] = []
+
+    def reset_and_listen(self, done: Callable[[str], bool], timeout: float) -> str | None:
+        self.calls.append("reset_and_listen")
+        if self.console is not None:
+            # doctor stops listening at the loader's last line, not before
+            lines = self.console.splitlines(keepends=True)
+            assert not any(done("".join(lines[:n])) for n in range(len(lines)))
+            assert not done(self.console.rstrip()[:-1])  # the slot's name still to come
+            assert done(self.console) == ("from slot" in self.console
+                                          or "no complete" in self.console)
+        return self.console
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.mark.parametrize(("console", "said"), [
+    ("OK\r\nets Jun  8 2016 00:22:57\r\ncitisense: slot b cannot start: "
+     "ImportError('no module named x')\r\ncitisense: 1.0.0 from slot a\r\n",
+     "the application was stopped for the check and restarted: 1.0.0 from slot a"),
+    ("citisense: slot a cannot start: MemoryError()\r\ncitisense: no complete application on "
+     "this board: install one with citisense flash\r\n",
+     "the application was stopped for the check; after the reset the loader said \"no "
+     "complete application on this board: install one with citisense flash\": the node is "
+     "offline"),
+    ("OK\r\nets Jun  8 2016 00:22:57\r\n",
+     "the application was stopped for the check; after the reset it did not say it started "
+     "within 3 s: the node may be offline until the board is reset (press its reset button, "
+     "or power it off and on)"),
+    (None, "the board was reset after the check; its console could not be read after the "
+           "reset, so its restart was not seen: run citisense doctor again to check"),
+])
+def test_after_the_check_doctor_says_whether_the_application_runs_again(
+        vm_link: Any, make_bundle: Callable[..., Bundle], config_bytes: bytes,
+        console: str | None, said: str) -> None:
+    install(vm_link, make_bundle("1.0.0"), probe(vm_link), Quiet(), config=config_bytes)
+    link = ResetLink(console)
+    assert restart(link, probe(vm_link), wait=3) == said  # type: ignore[arg-type]
+    assert link.calls == ["reset_and_listen"]
+
+
+def test_a_board_without_the_loader_is_reset_and_said_offline(vm_link: Any) -> None:
+    link = ResetLink("never read")
+    said = restart(link, probe(vm_link))  # type: ignore[arg-type]
+    assert said.endswith("no application runs: the node is offline until citisense flash "
+                         "installs one")
+    assert link.calls == ["close"]

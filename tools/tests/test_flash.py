@@ -8,14 +8,16 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import serial.tools.list_ports
 
 from citisense_boards import definitions
-from citisense_tools import board_link
-from citisense_tools.board_state import BoardState, SlotState
+from citisense_tools import board_link, cli, esptool_cmd, operator_cmds
+from citisense_tools import flash as flash_command
+from citisense_tools.board_state import BoardState, SlotState, probe
 from citisense_tools.bundle import Bundle
 from citisense_tools.commissioning import Birth, Wait
 from citisense_tools.errors import CommandError
@@ -191,3 +193,67 @@ def test_port_auto_finds_the_one_esp32(monkeypatch: pytest.MonkeyPatch, ports: l
     else:
         with pytest.raises(CommandError, match=outcome):
             board_link.find_port()
+
+
+@pytest.fixture
+def nobody_logged_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No login, no token, no broker in the environment; only the flash command."""
+    monkeypatch.setenv(operator_cmds.CONFIG_ENV, str(tmp_path / "no-login.json"))
+    for name in (operator_cmds.TOKEN_ENV, operator_cmds.URL_ENV, flash_command.BROKER_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "REGISTRARS", [flash_command.register])
+
+
+@pytest.mark.usefixtures("nobody_logged_in")
+@pytest.mark.parametrize("with_image", [False, True])
+def test_cli_flash_refuses_when_nothing_would_watch_the_birth(
+        make_bundle: Callable[..., Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], with_image: bool) -> None:
+    touched: list[str] = []
+    monkeypatch.setattr(flash_command, "SerialLink", lambda port: touched.append(port))
+    monkeypatch.setattr(esptool_cmd, "run_commands", lambda commands: touched.append("esptool"))
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(b"\xe9" + bytes(4095))
+    argv = ["flash", "--bundle", str(make_bundle("1.0.0").root), "--port", "/dev/ttyUSB0"]
+    if with_image:
+        argv += ["--micropython-image", str(image)]
+    assert cli.main(argv) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and touched == []  # neither MicroPython nor the bundle written
+    assert said.err.startswith("citisense flash: not flashing: nothing would check that the "
+                               "node comes online")
+    for way_out in ("citisense login", "--broker mqtt://", "--no-watch",
+                    "The board was not touched."):
+        assert way_out in said.err
+
+
+def test_cli_flash_dry_run_of_a_bundle_touches_nothing(
+        make_bundle: Callable[..., Bundle], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    touched: list[str] = []
+    monkeypatch.setattr(flash_command, "SerialLink", lambda port: touched.append(port))
+    argv = ["flash", "--bundle", str(make_bundle("1.0.0").root), "--port", "/dev/ttyUSB0",
+            "--no-watch", "--dry-run"]
+    assert cli.main(argv) == 2
+    assert touched == [] and "The board was not touched." in capsys.readouterr().err
+
+
+@pytest.mark.micropython
+@pytest.mark.usefixtures("nobody_logged_in")
+def test_cli_flash_no_watch_installs_and_says_what_it_did_not_check(
+        vm_link: Any, make_bundle: Callable[..., Bundle], config_bytes: bytes, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "node-42.json"
+    config.write_bytes(config_bytes)
+    monkeypatch.setattr(flash_command, "SerialLink", lambda port: vm_link)
+    assert cli.main(["flash", "--bundle", str(make_bundle("1.0.0").root), "--config",
+                     str(config), "--port", "/dev/ttyUSB0", "--no-watch"]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("flashed citisense 1.0.0 (lighting on esp32-devkitc) and reset the "
+                           "board, NOT commissioned (--no-watch).")
+    assert "Verified: the board's MicroPython, chip and config match the bundle" in last
+    assert "Not verified: that the application starts, and that the node connects" in last
+    assert "commissioned node" not in last
+    # It did flash: the board boots the new application.
+    assert probe(vm_link).slots["a"].version == "1.0.0"
+    assert [b["fw"] for b in vm_link.births()] == ["1.0.0"]

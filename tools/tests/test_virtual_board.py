@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from citisense_boards.virtual_board import VirtualBoard
-from citisense_tools import build, cli, doctor
+from citisense_tools import build, cli, doctor, operator_cmds
 from citisense_tools import flash as flash_command
 from citisense_tools.board_link import SerialLink
 from citisense_tools.board_state import probe
@@ -30,6 +30,7 @@ from citisense_tools.deploy import install
 from citisense_tools.errors import CommandError
 from citisense_tools.flash import flash
 from citisense_tools.node_config import birth_digest
+from citisense_tools.power_cut_link import PowerCut, PowerCutLink
 
 pytestmark = pytest.mark.virtual_board
 
@@ -125,6 +126,10 @@ def test_doctor_reads_a_fresh_virtual_board(board: VirtualBoard, monkeypatch: py
     assert "micropython  1.29.0 (.mpy v6.3)" in text
     assert "reset cause  power-on" in text
     assert "no complete application" in text and "no config" in text
+    # Nothing to restart: it says the node stays offline, not that anything runs.
+    assert text.rstrip().splitlines()[-1] == (
+        "after check  the board was reset after the check; it has no citisense loader, so no "
+        "application runs: the node is offline until citisense flash installs one")
 
 
 def test_flash_commissions_a_virtual_board(
@@ -147,17 +152,26 @@ def test_cli_flash_then_doctor(board: VirtualBoard, make_bundle: Callable[..., B
                                capsys: pytest.CaptureFixture[str]) -> None:
     bundle = make_bundle("1.0.0", board="virtual-esp32")
     monkeypatch.setattr(cli, "REGISTRARS", [flash_command.register, doctor.register])
-    monkeypatch.delenv(flash_command.BROKER_ENV, raising=False)
+    monkeypatch.setenv(operator_cmds.CONFIG_ENV, str(config.parent / "no-login.json"))
+    for name in (operator_cmds.TOKEN_ENV, flash_command.BROKER_ENV):
+        monkeypatch.delenv(name, raising=False)
     assert cli.main(["flash", "--bundle", str(bundle.root), "--config", str(config),
-                     "--port", board.repl_port]) == 0
+                     "--port", board.repl_port, "--no-watch"]) == 0
     flashed = capsys.readouterr().out
     assert "[1] reading the board on" in flashed and "switching to slot a" in flashed
-    assert flashed.rstrip().endswith("the node was not watched coming online")
+    assert "NOT commissioned (--no-watch)" in flashed.rstrip().splitlines()[-1]
     assert cli.main(["doctor", "--port", board.repl_port]) == 0
     text = capsys.readouterr().out
     assert "slot a       citisense 1.0.0, lighting on virtual-esp32, flash #1" in text
     assert "node 42, lighting on virtual-esp32" in text and "problems     none" in text
     assert json.loads(config.read_text())["key"] not in text
+    # The check stopped the application; doctor reset the board and saw the loader start
+    # the application again (its line comes right before the application's main()).
+    assert text.rstrip().splitlines()[-1] == (
+        "after check  the application was stopped for the check and restarted: 1.0.0 from "
+        "slot a")
+    board.wait_for_boot(3)  # power-on, after the flash, after the doctor
+    assert [e.cause for e in board.events() if e.kind == "reset"] == ["SOFT", "SOFT"]
 
 
 def test_a_board_without_micropython_is_named() -> None:
@@ -199,31 +213,6 @@ def test_the_real_firmware_is_flashed_and_started(
         assert started in said, said
 
 
-class PullThePlug(BaseException):
-    pass
-
-
-class PlugLink:
-    """Pulls the board's plug (kills its process) after `budget` round trips."""
-
-    def __init__(self, link: SerialLink, board: VirtualBoard, budget: int) -> None:
-        self.link, self.board, self.budget = link, board, budget
-        self.name = link.name
-
-    def exec(self, code: str) -> str:
-        if self.budget == 0:
-            self.board.power_cycle()
-            raise PullThePlug
-        self.budget -= 1
-        return self.link.exec(code)
-
-    def reset(self) -> None:
-        self.link.reset()
-
-    def close(self) -> None:
-        self.link.close()
-
-
 @pytest.mark.parametrize("budget", [3, 8, 13, 18])  # image, image, manifest, pointer
 def test_a_power_cut_during_a_flash_keeps_a_working_board(
         board: VirtualBoard, make_bundle: Callable[..., Bundle], config: Path,
@@ -231,14 +220,13 @@ def test_a_power_cut_during_a_flash_keeps_a_working_board(
     link = SerialLink(board.repl_port)
     install(link, make_bundle("1.0.0", board="virtual-esp32"), probe(link), Quiet(),
             config=config.read_bytes())
-    plug = PlugLink(link, board, budget)
+    plug = PowerCutLink(link, budget, board.power_cycle)  # lets go of the port, kills the board
     with console(board.repl_port) as listening:
-        with pytest.raises(PullThePlug):
+        with pytest.raises(PowerCut):
             install(plug, make_bundle("2.0.0", board="virtual-esp32"), probe(link), Quiet(),
                     chunk=256)
         versions = [b["fw"] for b in read_births(listening, 60)]  # returns at the first
     assert versions in (["1.0.0"], ["2.0.0"])
-    link._release()  # the port only: typing into the rebooted board would reset it again
     # And the next flash goes through.
     again = SerialLink(board.repl_port)
     install(again, make_bundle("2.0.0", board="virtual-esp32"), probe(again), Quiet())

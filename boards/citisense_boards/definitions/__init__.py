@@ -20,6 +20,9 @@ Keys of BOARD:
     pins         GPIOs of the peripherals, by function (see PIN_KINDS)
     buses        bus settings: "i2c", "pm_uart", "rs485_uart" as {"id", "freq" or "baud"}
     drivers      driver name per peripheral; the HAL maps each name to a driver module
+    addresses    I2C address per peripheral, for the parts named here (the others use
+                 their driver's datasheet address). "rtc": a battery-backed clock chip
+                 (driver "pcf8563") that keeps the time through power cuts
     psram        whether the module has PSRAM (RAM budget)
     romfs        bytes of the flash partition labelled "romfs" in the board's MicroPython
                  image (a build with ROMFS: MICROPY_VFS_ROM and that partition). The
@@ -123,6 +126,12 @@ def problems(board: dict[str, Any]) -> list[str]:
     if not isinstance(romfs, int) or romfs <= 0 or romfs % (2 * FLASH_SECTOR):
         found.append(f"romfs {romfs!r}: the partition's size in bytes, a multiple of "
                      f"{2 * FLASH_SECTOR} (two slots of whole 4 KiB flash sectors)")
+    for part, address in board.get("addresses", {}).items():
+        if part not in board.get("drivers", {}):
+            found.append(f"addresses.{part}: no driver is named for {part}")
+        if not isinstance(address, int) or not 0x08 <= address <= 0x77:
+            found.append(f"addresses.{part}: {address!r} is not a 7-bit I2C address "
+                         "(0x08..0x77)")
     found += _pin_problems(board)
     found += _role_problems(board)
     return [f"board {name}: {problem}" for problem in found]

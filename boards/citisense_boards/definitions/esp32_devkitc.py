@@ -42,7 +42,9 @@ BOARD = {
         "pm": "sds011",
         "climate": "bme280",
         "no2": "adc",
+        "rtc": "pcf8563",  # RTC breakout with a backup cell: time survives power cuts
     },
+    "addresses": {"rtc": 0x51},  # I2C
     "romfs": 0x50000,  # two application slots of 160 KiB (see the docs of this key)
     "psram": False,
 }

@@ -1,6 +1,6 @@
 """Lighting role: the lamp's level every tick, its faults and energy, dim and schedule.
 
-The level is lighting_policy.target_level (override, schedule, ambient fail-safe) capped
+The level is lamp.target_level (override, schedule, ambient fail-safe) capped
 by protective dimming, then faded at a fixed rate; right after boot the output goes
 straight to the target. An override is kept in uptime seconds, so a time sync never
 stretches or cuts it, and a reboot ends it (SPEC: dim). The schedule survives reboots
@@ -18,11 +18,13 @@ from citisense_firmware.hal import LIGHT, POWER
 from citisense_firmware.lamp import (
     FAULT_LIGHT_SENSOR,
     EnergyMeter,
+    FailsafePolicy,
     FaultMonitor,
     expected_power,
     fade_level,
+    protect,
+    target_level,
 )
-from citisense_firmware.lighting_policy import FailsafePolicy, protect, target_level
 from citisense_firmware.roles import Role as _Role
 from citisense_firmware.schedule import ScheduleError, parse
 from citisense_protocols import cbor, messages
