@@ -375,8 +375,7 @@ class Node:
 
     async def _control(self) -> None:
         while True:
-            await self.role.prepare()
-            self.role.tick()
+            await self.prepared_tick()
             self.health.sample()
             blink = self.identify_phase()
             if self.hal.has(STATUS_LED) and bool(blink) != self._led:
