@@ -17,11 +17,27 @@ Flash: one write per acked command (a few a day; the SPEC budgets 100 a day at u
 40 000 writes a year). handle() never raises: a failing handler is acked `failed`.
 """
 
+from citisense_firmware.compat import unload
 from citisense_protocols import cbor, mac, messages
 from citisense_protocols.errors import WireError
 from citisense_protocols.replay import ReplayWindow
 
 RECENT = 16  # executed command ids remembered (SPEC: at least 16)
+
+
+def _check(body: dict):
+    """None if `body` follows the catalogue, else the MessageError saying why (its
+    result: the ack to answer, -1 for a broken envelope). The catalogue is loaded for
+    the check only: a node gets a few commands a day."""
+    from citisense_protocols import catalogue
+
+    try:
+        catalogue.decode_body(body)
+    except messages.MessageError as error:
+        return error
+    finally:
+        unload("citisense_protocols.catalogue")
+    return None
 
 
 def _is_coroutine(value) -> bool:
@@ -87,14 +103,12 @@ class Downlink:
         except (WireError, ValueError, KeyError) as error:
             self._reject(error)  # forged, garbled, replayed: no trustworthy id to answer
             return None
-        problem = None
-        try:
-            messages.decode_body(body)
-        except messages.MessageError as error:
-            if error.result < 0:
-                self._reject(error)
+        problem = _check(body)
+        if problem is not None:
+            if problem.result < 0:
+                self._reject(problem)
                 return None
-            problem = error.result  # envelope intact: the opcode or arguments are wrong
+            problem = problem.result  # envelope intact: the opcode or arguments are wrong
         if body[messages.KEY_NODE] != self.node_id:
             self._reject(ValueError(f"message for node {body[messages.KEY_NODE]}"))
             return None

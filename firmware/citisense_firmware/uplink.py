@@ -238,7 +238,7 @@ def reset_code(cause: int, machine) -> int:
 def birth_data(
     fw: str, role: int, board: str, config_digest: bytes, reset: int, loc=None, schedule=None
 ) -> dict:
-    """Data of the birth message (messages.BIRTH_FIELDS); loc is config.Config.location."""
+    """Data of the birth message (catalogue.BIRTH_FIELDS); loc is config.Config.location."""
     data = {0: fw, 1: role, 2: board, 3: config_digest, 4: reset, 5: loc}
     if schedule is not None:
         data[6] = schedule
@@ -263,7 +263,7 @@ class Health:
         return used
 
     def data(self, uptime: int, queue: int, drops: int, rssi=None, link=None) -> dict:
-        """Data of a health message (messages.HEALTH_FIELDS); rssi in dBm, link in %."""
+        """Data of a health message (catalogue.HEALTH_FIELDS); rssi in dBm, link in %."""
         self.sample()
         return {
             0: min(self._gc.mem_free(), _U32),

@@ -27,7 +27,7 @@ from citisense_firmware.air_quality import (
     quality_flags,
     trimmed_mean,
 )
-from citisense_protocols import messages
+from citisense_protocols import catalogue, messages
 
 
 @settings(max_examples=300)
@@ -134,9 +134,9 @@ def test_air_record_fits_the_telemetry_contract() -> None:
                         quality_flags(81.25, False, False, True))
     assert record == [123, 200, 432, -568, 812, 10132, FLAG_HUMID]
     body = messages.uplink(messages.TELEMETRY, 1, 0, 0, 0, 0, record)
-    messages.decode_body(body)
+    catalogue.decode_body(body)
     missing = air_record(None, None, None, 18.75, 62.4, 1013.2, FLAG_WARMUP)
-    messages.decode_body(messages.uplink(messages.TELEMETRY, 1, 0, 0, 0, 0, missing))
+    catalogue.decode_body(messages.uplink(messages.TELEMETRY, 1, 0, 0, 0, 0, missing))
 
 
 # ---- European Air Quality Index

@@ -57,6 +57,8 @@ def test_role_runs_on_micropython_within_the_esp32_heap(
     assert f"citisense_firmware.roles.{role}" in figures.modules
     others = {f"citisense_firmware.roles.{other}" for other in bench.ROLES if other != role}
     assert not others & set(figures.modules)  # a node loads only its own role
+    # The catalogue checked each command, and was unloaded after it.
+    assert "citisense_protocols.catalogue" not in figures.modules
     assert list(figures.acks) == [(100 + i, result) for i, result in enumerate(RESULTS[role])]
     assert figures.peak < ESP32_HEAP_BYTES
     with capsys.disabled():
@@ -64,3 +66,43 @@ def test_role_runs_on_micropython_within_the_esp32_heap(
               f"live {figures.peak_live} B, "
               f"modules loaded {figures.mpy_bytes} B of .mpy")
 
+
+
+def test_the_catalogue_unloaded_after_a_check_gives_its_heap_back(
+        heap_vm: MicroPythonVM, compiled: tuple[Path, dict[str, int], bytes]) -> None:
+    """What commands.py does for each downlink message: load, check, unload. Unloading
+    frees the module's functions and tables (its names stay interned), and rounds of it
+    leave nothing behind."""
+    _, _, image = compiled
+    heap_vm.reset()
+    heap_vm.put("/romfs.img", image)
+    body = messages.command(7, 1, 2_000_000_000, 1, messages.OP_DIM, [50, 60])
+    out = heap_vm.run(bench._MOUNT_ROMFS + f"""
+import asyncio, gc, sys
+import citisense_protocols
+from citisense_protocols import messages
+from citisense_firmware.compat import unload
+
+async def heap():  # this port collects at a suspension
+    gc.collect()
+    await asyncio.sleep_ms(1)
+    return gc.mem_alloc()
+
+async def check():
+    from citisense_protocols import catalogue
+    catalogue.decode_body({body!r})
+
+await check()
+loaded = await heap()
+unload("citisense_protocols.catalogue")
+once = await heap()
+for _ in range(5):
+    await check()
+    unload("citisense_protocols.catalogue")
+print(loaded - once, await heap() - once, "citisense_protocols.catalogue" in sys.modules,
+      hasattr(citisense_protocols, "catalogue"))
+""")
+    freed, grown, in_modules, bound = out.split()[-4:]
+    assert in_modules == bound == "False"
+    assert int(freed) > 2000, freed  # the loaded module's functions and data
+    assert int(grown) < 400, grown  # five more rounds: nothing accumulates

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from citisense_firmware.uplink import Health, birth_data, reset_code
-from citisense_protocols import messages
+from citisense_protocols import catalogue, messages
 
 
 class FakeGC:
@@ -20,7 +20,7 @@ class FakeGC:
 
 
 def uplink_body(kind: int, data: object) -> dict[int, object]:
-    return messages.decode_body(messages.uplink(kind, 1, 0, 0, 10, 0, data))
+    return catalogue.decode_body(messages.uplink(kind, 1, 0, 0, 10, 0, data))
 
 
 def test_health_reports_the_heap_peak_between_samples() -> None:

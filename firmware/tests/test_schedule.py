@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from citisense_boards.mpvm import run_on_cpython
 from citisense_firmware import schedule
 from citisense_firmware.schedule import AT_DAWN, AT_DUSK, AT_TIME, ScheduleError
-from citisense_protocols import messages
+from citisense_protocols import catalogue, messages
 
 UTC = dt.UTC
 AMSTERDAM = (52.37, 4.90)
@@ -40,7 +40,7 @@ def sun_elevation(latitude: float, longitude: float, unix: int) -> float:
 def accepted_by_contract(obj: object) -> bool:
     body = messages.command(1, 1, 2**31, 1, messages.OP_SCHEDULE, obj)
     try:
-        messages.decode_body(body)
+        catalogue.decode_body(body)
     except messages.MessageError:
         return False
     return True

@@ -22,12 +22,12 @@ from typing import Any, Protocol
 from citisense_gateway.keyring import KeyRing
 from citisense_gateway.metrics import Metrics
 from citisense_gateway.store.base import Command, IngestBatch, NotFound, Store
-from citisense_protocols import messages
-from citisense_protocols.messages import MessageError
+from citisense_protocols import catalogue, messages
+from citisense_protocols.errors import MessageError
 
 log = logging.getLogger("citisense.commands")
 
-OPCODES = {name: op for op, (name, _, _) in enumerate(messages.OPS) if name}
+OPCODES = {name: op for op, (name, _, _) in enumerate(catalogue.OPS) if name}
 DONE = (messages.OK, messages.STALE, messages.DUPLICATE)
 GIVE_UP = (messages.EXPIRED, messages.BAD_ARGS, messages.UNSUPPORTED)
 NO_TIME_RETRY = 5.0  # a time sync goes out first; then the command again
@@ -77,7 +77,7 @@ def check_args(op: int, args: object) -> None:
     if op not in OPCODES.values():
         raise CommandError(f"unknown opcode {op}")
     try:
-        messages.decode_body(messages.command(1, 0, 0, 0, op, args))
+        catalogue.decode_body(messages.command(1, 0, 0, 0, op, args))
     except MessageError as err:
         raise CommandError(str(err)) from err
 

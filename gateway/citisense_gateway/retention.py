@@ -16,7 +16,7 @@ from typing import Any
 from citisense_gateway import air
 from citisense_gateway.config import RetentionSection
 from citisense_gateway.store.base import HourlyRow, Store, UplinkRow
-from citisense_protocols import messages
+from citisense_protocols import catalogue, messages
 
 log = logging.getLogger("citisense.retention")
 DAY = 86400.0
@@ -27,7 +27,7 @@ STATUS_KINDS = [messages.BIRTH, messages.HEALTH, messages.ACK, messages.WILL]
 
 def _fields(length: int) -> list[tuple[int, str]]:
     role = messages.ROLE_BY_LENGTH[length]
-    return [(slot, name) for slot, name, *_ in messages.fields(messages.TELEMETRY_FIELDS[role])]
+    return [(slot, name) for slot, name, *_ in catalogue.fields(catalogue.TELEMETRY_FIELDS[role])]
 
 
 def summarise(samples: list[list[int | None]]) -> dict[str, Any]:

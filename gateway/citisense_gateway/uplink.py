@@ -18,9 +18,8 @@ import cbor2
 
 from citisense_gateway import auth
 from citisense_gateway.store.base import UplinkRow
-from citisense_protocols import cbor, framing, messages, topics
-from citisense_protocols.errors import DecodeError, WireError
-from citisense_protocols.messages import MessageError
+from citisense_protocols import catalogue, cbor, framing, messages, topics
+from citisense_protocols.errors import DecodeError, MessageError, WireError
 
 # Rejection reasons: the `reason` label of citisense_ingest_rejected_total.
 OVERSIZE = "oversize"
@@ -38,14 +37,16 @@ UPLINK_KINDS = (messages.BIRTH, messages.TELEMETRY, messages.EVENT, messages.HEA
 
 def _compile(table: str) -> tuple[tuple[bool, int, int], ...]:
     """(nullable, lo, hi) of each field of a contract table of integer fields, in slot order."""
-    entries = messages.fields(table)
+    entries = catalogue.fields(table)
     assert [slot for slot, *_ in entries] == list(range(len(entries)))
     return tuple((kind == "n", lo, hi) for _, _, kind, lo, hi, _ in entries)
 
 
 # Telemetry is nearly all of the traffic: its envelope and layouts, taken from the
 # contract's own tables. A body they pass is valid; any other goes to the validator.
-_ENVELOPE = {slot: (lo, hi) for slot, _, _, lo, hi, _ in messages.fields(messages.UPLINK_ENVELOPE)}
+_ENVELOPE = {
+    slot: (lo, hi) for slot, _, _, lo, hi, _ in catalogue.fields(catalogue.UPLINK_ENVELOPE)
+}
 _NODE_LO, _NODE_HI = _ENVELOPE.pop(messages.KEY_NODE)
 _BOOT_LO, _BOOT_HI = _ENVELOPE.pop(messages.KEY_BOOT)
 _SEQ_LO, _SEQ_HI = _ENVELOPE.pop(messages.KEY_SEQ)
@@ -53,7 +54,7 @@ _TS_LO, _TS_HI = _ENVELOPE.pop(messages.KEY_TS)
 _TQ_LO, _TQ_HI = _ENVELOPE.pop(messages.KEY_TQ)
 assert not _ENVELOPE, "an envelope field the telemetry fast path does not check"
 _LAYOUTS = {
-    length: _compile(messages.TELEMETRY_FIELDS[role])
+    length: _compile(catalogue.TELEMETRY_FIELDS[role])
     for length, role in messages.ROLE_BY_LENGTH.items()
 }
 _MAP_OF_8 = 0xA8  # CBOR head of the 8-entry envelope map
@@ -312,7 +313,7 @@ def validate(body: bytes) -> dict[int, Any]:
         value = None
     if type(value) is dict and _plainly_valid_telemetry(value):
         return value
-    return messages.decode_body(value if type(value) is dict else body)
+    return catalogue.decode_body(value if type(value) is dict else body)
 
 
 class Rejection(Exception):

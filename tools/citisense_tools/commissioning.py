@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citisense_protocols import mac, messages, topics
+from citisense_protocols import catalogue, mac, messages, topics
 from citisense_protocols.errors import WireError
 from citisense_tools.errors import CommandError
 
@@ -62,7 +62,7 @@ class BirthSource(Protocol):
 def parse_birth(topic: str, payload: bytes, key: bytes | None) -> Birth:
     """A birth message from the wire; WireError if it is not a valid one."""
     if key is None:
-        body = messages.decode_body(mac.unwrap(payload)[0])
+        body = catalogue.decode_body(mac.unwrap(payload)[0])
     else:
         body = messages.decode_signed(key, payload)
     topics.check(topic, body)

@@ -10,7 +10,7 @@ heap the way a board needs it: every SAMPLE_MS it reads gc.mem_alloc() (live dat
 the garbage made since the last collection, at most about GC_THRESHOLD) and collects,
 yielding to the VM's event loop (where the WebAssembly port runs a requested
 collection); every LIVE_EVERY samples it also reads the live data right after a
-collection. Prints one JSON line.
+collection. Prints one JSON line at the end; each ack as it is published (ACK_LINE).
 
     await vm_node.run(role, commands, period_s, speed)
     commands: [[street second, topic, signed message hex], ...]
@@ -24,6 +24,7 @@ import time
 from binascii import hexlify, unhexlify
 
 TICKS_MASK = (1 << 30) - 1
+ACK_LINE = "vm_node ack"  # each ack the node publishes, printed: "vm_node ack HEX"
 SAMPLE_MS = 40
 LIVE_EVERY = 5  # every fifth sample also measures the live data alone
 GC_THRESHOLD = 4096  # bytes allocated between collections
@@ -159,7 +160,6 @@ class Broker:
         self.buffer = b""
         self.ready = asyncio.Event()
         self.published = {}
-        self.acks = []
         self.subscribed = False
         self.connections = 0
 
@@ -225,8 +225,8 @@ class Broker:
             n = body[0] << 8 | body[1]
             leaf = body[2:2 + n].decode().split("/")[-1]
             self.published[leaf] = self.published.get(leaf, 0) + 1
-            if leaf == "ack":
-                self.acks.append(body[4 + n:])  # hex only when printed: less heap
+            if leaf == "ack":  # printed at once: what the harness keeps is not the node's heap
+                print(ACK_LINE, hexlify(body[4 + n:]).decode())
             if first & 0x06:
                 self._feed(b"\x40\x02" + body[2 + n:4 + n])
         elif kind == 0xC0:
@@ -328,7 +328,6 @@ async def run(role, commands, period_s, speed):
         "booted": booted, "peak": peak, "peak_live": peak_live, "settled": settled,
         "samples": samples,
         "modules": modules, "published": broker.published,
-        "acks": [hexlify(ack).decode() for ack in broker.acks],
         "outputs": hal.outputs, "fed": hal.fed, "street_s": hal.street_ms() // 1000,
         "connections": broker.connections,
     }))

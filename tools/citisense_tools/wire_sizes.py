@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import cbor2
 
+from citisense_protocols import catalogue as c
 from citisense_protocols import mac
 from citisense_protocols import messages as m
 
@@ -131,49 +132,49 @@ def _plain(value: Any) -> Any:
 
 def _named(table: str, value: Any) -> dict[str, Any]:
     """An array (by position) or a map (by key) of `table` as {name: value}."""
-    return {name: _plain(value[slot]) for slot, name, *_ in m.fields(table)
+    return {name: _plain(value[slot]) for slot, name, *_ in c.fields(table)
             if isinstance(value, list) or slot in value}
 
 
 def _steps(steps: list[list[int]]) -> list[dict[str, Any]]:
-    return [_named(m.STEP_FIELDS, step) for step in steps]
+    return [_named(c.STEP_FIELDS, step) for step in steps]
 
 
 def _schedule(schedule: dict[int, Any]) -> dict[str, Any]:
-    named = _named(m.SCHEDULE_FIELDS, schedule)
+    named = _named(c.SCHEDULE_FIELDS, schedule)
     named["steps"] = _steps(schedule[1])
     if 2 in schedule:
-        named["exceptions"] = [{**_named(m.EXCEPTION_FIELDS, exc), "steps": _steps(exc[4])}
+        named["exceptions"] = [{**_named(c.EXCEPTION_FIELDS, exc), "steps": _steps(exc[4])}
                                for exc in schedule[2]]
     if 3 in schedule:
-        named["tz"] = [_named(m.TZ_FIELDS, zone) for zone in schedule[3]]
+        named["tz"] = [_named(c.TZ_FIELDS, zone) for zone in schedule[3]]
     return named
 
 
 def _data(body: dict[int, Any]) -> Any:
     kind, data = body[m.KEY_KIND], body[m.KEY_DATA]
     if kind == m.TELEMETRY:
-        return _named(m.TELEMETRY_FIELDS[m.ROLE_BY_LENGTH[len(data)]], data)
+        return _named(c.TELEMETRY_FIELDS[m.ROLE_BY_LENGTH[len(data)]], data)
     if kind == m.BIRTH:
-        named = _named(m.BIRTH_FIELDS, data)
+        named = _named(c.BIRTH_FIELDS, data)
         if data[5] is not None:
-            named["loc"] = _named(m.LOCATION_FIELDS, data[5])
+            named["loc"] = _named(c.LOCATION_FIELDS, data[5])
         return named
     if kind == m.EVENT:
-        detail = next(name for slot, name, *_ in m.fields(m.EVENT_DETAILS) if slot == data[0])
+        detail = next(name for slot, name, *_ in c.fields(c.EVENT_DETAILS) if slot == data[0])
         return {"type": data[0], detail: data[1]}
     if kind == m.HEALTH:
-        return _named(m.HEALTH_FIELDS, data)
+        return _named(c.HEALTH_FIELDS, data)
     if kind == m.ACK:
-        return _named(m.ACK_FIELDS, data)
+        return _named(c.ACK_FIELDS, data)
     if kind == m.UPLINK_ACK:
-        return _named(m.UPLINK_ACK_FIELDS, data)
+        return _named(c.UPLINK_ACK_FIELDS, data)
     if kind == m.COMMAND:
         op = body[m.KEY_OP]
-        _, shape, table = m.OPS[op]
-        if shape == m.VALUE:
-            return {m.fields(table)[0][1]: _plain(data)}
-        if shape == m.ARRAY:
+        _, shape, table = c.OPS[op]
+        if shape == c.VALUE:
+            return {c.fields(table)[0][1]: _plain(data)}
+        if shape == c.ARRAY:
             return _named(table, data)
         if op == m.OP_SCHEDULE:
             return _schedule(data)
@@ -184,12 +185,12 @@ def named_body(body: dict[int, Any]) -> dict[str, Any]:
     """`body` with readable names for its keys and array positions (the JSON equivalent)."""
     kind = body[m.KEY_KIND]
     envelope = (
-        m.COMMAND_ENVELOPE if kind == m.COMMAND
-        else m.UPLINK_ACK_ENVELOPE if kind == m.UPLINK_ACK
-        else m.UPLINK_ENVELOPE
+        c.COMMAND_ENVELOPE if kind == m.COMMAND
+        else c.UPLINK_ACK_ENVELOPE if kind == m.UPLINK_ACK
+        else c.UPLINK_ENVELOPE
     )
-    names = dict(m.COMMON_KEYS)
-    names.update((key, name) for key, name, *_ in m.fields(envelope))
+    names = dict(c.COMMON_KEYS)
+    names.update((key, name) for key, name, *_ in c.fields(envelope))
     named = {names[key]: value for key, value in sorted(body.items()) if key != m.KEY_DATA}
     named["data"] = _data(body)
     return named

@@ -13,7 +13,7 @@ from typing import Any
 from citisense_gateway import twin as twins
 from citisense_gateway.api import models
 from citisense_gateway.store.base import Command, Node, Twin, UplinkRow
-from citisense_protocols import messages
+from citisense_protocols import catalogue, messages
 
 SOURCES = ("schedule", "override", "failsafe", "ambient", "fault", "identify")
 BAY_STATES = ("free", "occupied", "unknown")
@@ -27,8 +27,8 @@ SENSORS = ("all", "magnetometer", "particulate matter sensor", "NO2 sensor",
            "climate sensor", "ambient light sensor", "power meter")
 RESET_CAUSES = ("unknown", "power-on", "external", "watchdog", "deep sleep wake", "soft reset",
                 "brownout", "panic", "commanded reboot", "app update")
-OP_NAMES = {op: name for op, (name, _, _) in enumerate(messages.OPS) if name}
-HEALTH_NAMES = [name for _, name, *_ in messages.fields(messages.HEALTH_FIELDS)]
+OP_NAMES = {op: name for op, (name, _, _) in enumerate(catalogue.OPS) if name}
+HEALTH_NAMES = [name for _, name, *_ in catalogue.fields(catalogue.HEALTH_FIELDS)]
 
 # (name with unit, wire slot, divisor) per role
 _AIR = (("pm25_ugm3", 0, 10), ("pm10_ugm3", 1, 10), ("no2_ugm3", 2, 10), ("temp_c", 3, 100),
@@ -76,7 +76,7 @@ def air_point(row: UplinkRow) -> models.AirPoint:
 
 def event(row: UplinkRow) -> models.EventView:
     kind, detail = json.loads(row.data)
-    name = messages.EVENT_NAMES[kind]
+    name = catalogue.EVENT_NAMES[kind]
     described: dict[str, int | str]
     if kind in (messages.EV_SENSOR_FAULT, messages.EV_SENSOR_OK):
         described = {"sensor": SENSORS[detail]}

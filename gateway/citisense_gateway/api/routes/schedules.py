@@ -17,7 +17,7 @@ from citisense_gateway.api.openapi import CHANGE, READ, READ_ONE
 from citisense_gateway.api.services import Services
 from citisense_gateway.registry import RegistryError
 from citisense_gateway.store.base import Conflict, NotFound, ScheduleRecord, Twin
-from citisense_protocols import messages
+from citisense_protocols import catalogue, messages
 
 router = APIRouter(tags=["schedules"])
 RESERVED = ("preview", "validate")  # /schedules/preview is not a schedule
@@ -30,7 +30,7 @@ def source(definition: models.ScheduleDefinition) -> dict[str, Any]:
 
 
 def wire_json(wire: dict[int, Any]) -> dict[str, Any]:
-    names = [name for _, name, *_ in messages.fields(messages.SCHEDULE_FIELDS)]
+    names = [name for _, name, *_ in catalogue.fields(catalogue.SCHEDULE_FIELDS)]
     return {names[k]: v for k, v in sorted(wire.items())}
 
 
