@@ -35,7 +35,7 @@ import struct
 
 from citisense_firmware import config
 from citisense_firmware.commands import Downlink
-from citisense_firmware.compat import const, ticks_add, ticks_diff
+from citisense_firmware.compat import const, ticks_add, ticks_diff, unload
 from citisense_firmware.hal import LAMP, STATUS_LED
 from citisense_firmware.store_forward import Store
 from citisense_firmware.uplink import Clock, Health, Uplink, birth_data, next_boot
@@ -142,8 +142,13 @@ class Node:
         self.hal.reset()
 
     def _load_config(self):
-        return config.load_config(self.path(config.CONFIG_PATH),
-                                  self.path(config.SETTINGS_PATH))
+        from citisense_firmware import config_load
+
+        try:
+            return config_load.load_config(self.path(config.CONFIG_PATH),
+                                           self.path(config.SETTINGS_PATH))
+        finally:
+            unload("citisense_firmware.config_load")  # boot and set_config only
 
     def boot(self, cfg) -> None:
         """Everything up to the first control tick; no task runs yet."""
@@ -356,7 +361,14 @@ class Node:
                     return messages.BAD_ARGS
             elif type(value) is not int or not rule[0] <= value <= rule[1]:
                 return messages.BAD_ARGS
-        if config.save_settings(changes, self.known, self.path(config.SETTINGS_PATH)):
+        from citisense_firmware import config_load
+
+        try:
+            problem = config_load.save_settings(changes, self.known,
+                                                self.path(config.SETTINGS_PATH))
+        finally:
+            unload("citisense_firmware.config_load")
+        if problem:
             return messages.BAD_ARGS
         cfg = self._load_config()
         if isinstance(cfg, config.Fault):

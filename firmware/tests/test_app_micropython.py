@@ -57,8 +57,10 @@ def test_role_runs_on_micropython_within_the_esp32_heap(
     assert f"citisense_firmware.roles.{role}" in figures.modules
     others = {f"citisense_firmware.roles.{other}" for other in bench.ROLES if other != role}
     assert not others & set(figures.modules)  # a node loads only its own role
-    # The catalogue checked each command, and was unloaded after it.
+    # The catalogue checked each command and the config loader read the config at boot
+    # and for set_config: both unloaded after.
     assert "citisense_protocols.catalogue" not in figures.modules
+    assert "citisense_firmware.config_load" not in figures.modules
     assert list(figures.acks) == [(100 + i, result) for i, result in enumerate(RESULTS[role])]
     assert figures.peak < ESP32_HEAP_BYTES
     with capsys.disabled():

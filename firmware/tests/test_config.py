@@ -19,10 +19,8 @@ from citisense_firmware.config import (
     DurableRecord,
     Fault,
     digest,
-    load_config,
-    parse_config,
-    save_settings,
 )
+from citisense_firmware.config_load import load_config, parse_config, save_settings
 from citisense_protocols import messages
 
 TEST_KEY_HEX = bytes(range(1, 33)).hex()  # test-only
@@ -190,7 +188,8 @@ FIRMWARE = Path(__file__).resolve().parents[1] / "citisense_firmware"
 
 MP_BOOT = """
 import json
-from citisense_firmware.config import load_config, BootGuard, DurableRecord, Fault
+from citisense_firmware.config import BootGuard, DurableRecord, Fault
+from citisense_firmware.config_load import load_config
 out = []
 for path in ('/config.json', '/missing.json', '/broken.json'):
     c = load_config(path)

@@ -1,4 +1,5 @@
-"""The node's config file, in the firmware's own format (citisense_firmware.config).
+"""The node's config file, in the firmware's own format (citisense_firmware.config,
+config_load).
 
 The firmware module that reads the file on the board also validates it here, so the
 tools never write a config the node would refuse. It is loaded by name because it is
@@ -14,12 +15,13 @@ from typing import Any
 from citisense_tools.errors import CommandError
 
 _firmware_config: Any = importlib.import_module("citisense_firmware.config")
+_firmware_config_load: Any = importlib.import_module("citisense_firmware.config_load")
 ROLES: tuple[str, ...] = tuple(_firmware_config.ROLES)
 
 
 def problem(doc: dict[str, Any]) -> str | None:
     """The first thing the firmware would refuse in `doc`, or None."""
-    found: str | None = _firmware_config.validate(doc)
+    found: str | None = _firmware_config_load.validate(doc)
     return found
 
 

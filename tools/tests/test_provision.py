@@ -17,6 +17,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from citisense_firmware import config as firmware_config
+from citisense_firmware import config_load as firmware_config_load
 from citisense_gateway import acl
 from citisense_gateway.api.devserver import FLEET, DevGateway, Threaded, running
 from citisense_gateway.simnode import SimNode
@@ -67,7 +68,7 @@ def test_provision_registers_the_node_and_writes_its_config(
     doc = json.loads(raw)
 
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    config = firmware_config.parse_config(raw)
+    config = firmware_config_load.parse_config(raw)
     assert isinstance(config, firmware_config.Config), config
     assert (config.node_id, config.role, config.board) == (1, "lighting", "olimex-esp32-poe")
     assert config.location == [520907000, 51214000]
@@ -144,7 +145,7 @@ def test_wifi_boards_need_a_network_and_get_it_in_their_config(
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["wifi"] == {"ssid": "city-iot", "password": "wifi-secret-123"}
     assert "wifi-secret-123" not in capsys.readouterr().out
-    assert isinstance(firmware_config.parse_config((tmp_path / "b.json").read_bytes()),
+    assert isinstance(firmware_config_load.parse_config((tmp_path / "b.json").read_bytes()),
                       firmware_config.Config)
 
 
@@ -219,7 +220,7 @@ def test_provision_registers_through_the_gateway_api(
     raw = out.read_bytes()
     doc = json.loads(raw)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert isinstance(firmware_config.parse_config(raw), firmware_config.Config)
+    assert isinstance(firmware_config_load.parse_config(raw), firmware_config.Config)
     assert f"registered with the gateway at {gateway.gateway.url}" in printed
 
     node = registered(gateway)[doc["node"]]
