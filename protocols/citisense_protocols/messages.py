@@ -2,8 +2,9 @@
 
 Bodies are CBOR maps with small integer keys; kind-specific data sits under key 7.
 The field tables and the validator (decode_body) are in citisense_protocols.catalogue:
-a node loads them only to check a downlink message and drops them after (compat.unload),
-some 1.5 KB of heap it would otherwise hold for a few commands a day.
+a node loads them only to check a downlink message and unloads them after (its
+compat.unload): about 3 KB of heap on the MicroPython VM it would otherwise hold for a
+few commands a day.
 Runs on MicroPython and CPython.
 """
 
