@@ -103,12 +103,13 @@ class Downlink:
         except (WireError, ValueError, KeyError) as error:
             self._reject(error)  # forged, garbled, replayed: no trustworthy id to answer
             return None
-        problem = _check(body)
-        if problem is not None:
-            if problem.result < 0:
-                self._reject(problem)
+        problem = None
+        error = _check(body)
+        if error is not None:
+            if error.result < 0:
+                self._reject(error)
                 return None
-            problem = problem.result  # envelope intact: the opcode or arguments are wrong
+            problem = error.result  # envelope intact: the opcode or arguments are wrong
         if body[messages.KEY_NODE] != self.node_id:
             self._reject(ValueError(f"message for node {body[messages.KEY_NODE]}"))
             return None
