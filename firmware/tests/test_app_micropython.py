@@ -69,7 +69,6 @@ def test_role_runs_on_micropython_within_the_esp32_heap(
               f"modules loaded {figures.mpy_bytes} B of .mpy")
 
 
-
 def test_the_catalogue_unloaded_after_a_check_gives_its_heap_back(
         heap_vm: MicroPythonVM, compiled: tuple[Path, dict[str, int], bytes]) -> None:
     """What commands.py does for each downlink message: load, check, unload. Unloading

@@ -5,12 +5,10 @@ field and the rule it breaks, e.g. "telemetry field pm25 out of range 0..10000".
 
 Field tables are compact strings, parsed when first used: loaded from .mpy the module
 takes far less heap than with the tables as tuples, and a node parses only the few
-tables it checks (envelopes, commands). A gateway keeps them parsed; a node drops them
-after each check, and this module with them (compat.unload). The same tables give the
+tables it checks (envelopes, commands). A gateway keeps them parsed; a node unloads this
+module after each check (compat.unload), the parsed tables with it. The same tables give the
 readable names (errors, JSON equivalents). Runs on MicroPython and CPython.
 """
-
-import sys
 
 from citisense_protocols import cbor
 from citisense_protocols.errors import MessageError
@@ -188,7 +186,6 @@ CONFIG_INT_MIN = -0x80000000
 
 # Tables parsed so far: a node parses only the few it checks (envelopes, commands).
 _parsed: dict[str, list[tuple[int, str, str, int, int, bool]]] = {}
-_KEEP_PARSED = sys.implementation.name != "micropython"
 
 def fields(table: str) -> list[tuple[int, str, str, int, int, bool]]:
     """The entries of a field table: (slot, name, type, lo, hi, required)."""
@@ -214,14 +211,6 @@ def decode_body(body: object) -> dict[int, object]:
 
     Bytes that are not CBOR within the limits raise DecodeError.
     """
-    try:
-        return _checked(body)
-    finally:
-        if not _KEEP_PARSED:
-            _parsed.clear()
-
-
-def _checked(body: object) -> dict[int, object]:
     if isinstance(body, (bytes, bytearray, memoryview)):
         body = cbor.loads(body, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=MAX_MESSAGE)
     if type(body) is not dict:
